@@ -1,0 +1,60 @@
+"""Input validation shared by operators, functional ops and solvers.
+
+Every check raises ``ValueError`` naming the argument and the problem, so bad input fails at
+the API boundary with a readable message instead of deep inside a kernel.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["check_tensor", "check_finite", "check_same_device", "check_shape"]
+
+
+def check_tensor(
+    name: str,
+    t,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    dtypes: Sequence[torch.dtype] | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Check that ``t`` is a tensor with the expected rank, dtype and device."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        want = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; expected one of: {want}")
+    if device is not None and t.device != torch.device(device):
+        raise ValueError(f"{name} is on {t.device} but the operator lives on {torch.device(device)}")
+    return t
+
+
+def check_shape(name: str, t: torch.Tensor, expected: Sequence[int | None]) -> torch.Tensor:
+    """Check ``t.shape`` against ``expected`` (``None`` entries match any size)."""
+    if t.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, t.shape)):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {want}")
+    return t
+
+
+def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Reject NaN/Inf values (one device-to-host sync; call at API boundaries, not in hot loops)."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
+    return t
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
+    """Check that all given tensors share one device and return it."""
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"tensors must be on the same device: {listing}")
+    return next(iter(devices.values())) if devices else torch.device("cpu")

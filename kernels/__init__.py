@@ -1,0 +1,4 @@
+"""Triton kernels, one module per fused op (installed as ``fastsd.kernels``).
+
+Modules import Triton at import time; set ``TRITON_INTERPRET=1`` before importing them to run
+the kernels on CPU tensors in Triton's interpreter."""
