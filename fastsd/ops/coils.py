@@ -1,0 +1,31 @@
+"""Simulated coil sensitivity maps for multi-coil MRI experiments on single-coil images."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["birdcage_maps"]
+
+
+def birdcage_maps(n_coils: int, shape, r: float = 1.5) -> torch.Tensor:
+    """Birdcage coil maps (sigpy ``birdcage_maps`` for 2D): ``n_coils`` coils evenly spaced on a
+    circle of radius ``r`` (in units of the half field of view), magnitude ``1/distance`` and a
+    phase that turns with the coil angle; normalised so that ``sum_c |S_c|^2 = 1`` at every pixel.
+    Returns complex64 (C,H,W)."""
+    if int(n_coils) < 1:
+        raise ValueError(f"n_coils must be >= 1, got {n_coils}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"shape must be (H, W) with positive sizes, got {shape}")
+    if not r > 1:
+        raise ValueError(f"r must be > 1 (coils outside the field of view), got {r}")
+    ny, nx = shape
+    c, y, x = np.mgrid[:n_coils, :ny, :nx].astype(np.float64)
+    angle = c * (2 * np.pi / n_coils)
+    x_co = (x - nx / 2.0) / (nx / 2.0) - r * np.cos(angle)
+    y_co = (y - ny / 2.0) / (ny / 2.0) - r * np.sin(angle)
+    rr = np.sqrt(x_co**2 + y_co**2)
+    phi = np.arctan2(x_co, -y_co) - angle
+    maps = np.exp(1j * phi) / rr
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    return torch.from_numpy(maps.astype(np.complex64))

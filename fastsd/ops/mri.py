@@ -1,0 +1,152 @@
+"""Cartesian MRI forward operator ``A x = M fft2c(S x)``, single- and multi-coil.
+
+Images are real (B,2,H,W) (channel 0 real, 1 imaginary); k-space is centred complex64
+(B,C,H,W) with C = 1 for single coil. The mask (H,W), or (B,H,W) per problem, and the coil maps
+(C,H,W) shared or (B,C,H,W) are buffers, so ``.to(device)`` moves them. Every method runs one of
+the fused ``fastsd::mri_*`` ops (Triton around cuFFT on GPU, the PyTorch reference on CPU).
+
+Data-consistency steps in closed form where one exists:
+
+* single coil: ``prox_l2`` is soft k-space DC ``k' = (F z + γ M y) / (1 + γ M)``, ``project`` is
+  hard DC (sampled entries replaced by ``y``), ``pinv`` is ``A^H``;
+* multi coil: ``prox_l2`` / ``project`` use the generic conjugate-gradient solvers of
+  :class:`~fastsd.ops.base.LinearOperator` with the fused normal operator, ``pinv`` is CG on the
+  normal equations (minimum-norm least squares), and :meth:`MRI.dc` is the
+  coil-wise (VarNet-style) k-space DC, which is exact only for single coil.
+
+Methods check shapes, dtypes and devices on every call (cheap, no host sync); the finiteness of
+``y`` is checked by :meth:`MRI.check_measurement`, which solvers call once per solve.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+import fastsd.functional.mri  # noqa: F401  (registers the fastsd::mri_* ops)
+from fastsd.functional.mri import validate_mri_args
+from fastsd.ops.base import LinearOperator, conjugate_gradient
+
+__all__ = ["MRI"]
+
+_ops = torch.ops.fastsd
+
+
+class MRI(LinearOperator):
+    """Masked centred-FFT MRI operator with optional coil sensitivity maps.
+
+    Args:
+        mask: 0/1 sampling mask (H,W) or (B,H,W) (tensor or array; stored as float32).
+        smaps: coil maps complex (C,H,W) or (B,C,H,W) (stored as complex64); ``None`` = single coil.
+    """
+
+    def __init__(self, mask, smaps=None):
+        super().__init__()
+        mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if mask.ndim not in (2, 3):
+            raise ValueError(f"mask must have shape (H, W) or (B, H, W), got {tuple(mask.shape)}")
+        if mask.is_complex():
+            raise ValueError("mask must be real (0/1), got a complex tensor")
+        mask = mask.to(torch.float32).contiguous()
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must contain only 0 and 1")
+        if smaps is not None:
+            smaps = torch.as_tensor(np.asarray(smaps) if not isinstance(smaps, torch.Tensor) else smaps)
+            if not smaps.is_complex():
+                raise ValueError(f"smaps must be complex, got dtype {smaps.dtype}")
+            smaps = smaps.to(device=mask.device, dtype=torch.complex64).contiguous()
+        validate_mri_args(mask=mask, smaps=smaps)
+        self.register_buffer("mask", mask)
+        self.register_buffer("smaps", smaps)
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def img_size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return tuple(self.mask.shape[-2:])
+
+    @property
+    def n_coils(self) -> int:
+        return 1 if self.smaps is None else self.smaps.shape[-3]
+
+    @property
+    def single_coil(self) -> bool:
+        return self.smaps is None
+
+    def extra_repr(self) -> str:
+        rate = float(self.mask.mean())
+        return f"img_size={self.img_size}, n_coils={self.n_coils}, sampled={rate:.3f}"
+
+    # -- validation ------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        validate_mri_args(x=x, mask=self.mask, smaps=self.smaps)
+        return x
+
+    def check_measurement(self, y: torch.Tensor) -> torch.Tensor:
+        validate_mri_args(y=y, mask=self.mask, smaps=self.smaps, finite=True)
+        return y
+
+    def _check_pair(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        validate_mri_args(x=x, y=y, mask=self.mask, smaps=self.smaps, finite=False)
+
+    # -- operator --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A x: (B,2,H,W) -> complex64 (B,C,H,W)."""
+        self.check_input(x)
+        return _ops.mri_forward(x, self.mask, self.smaps)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """A^H y: complex64 (B,C,H,W) -> float32 (B,2,H,W)."""
+        validate_mri_args(y=y, mask=self.mask, smaps=self.smaps, finite=False)
+        return _ops.mri_adjoint(y, self.mask, self.smaps)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """A^H A x (fused)."""
+        self.check_input(x)
+        return _ops.mri_normal(x, self.mask, self.smaps)
+
+    def zero_filled(self, y: torch.Tensor) -> torch.Tensor:
+        """Zero-filled (coil-combined) reconstruction A^H y."""
+        return self.adjoint(y)
+
+    def fidelity(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-problem ``‖M (F S x − y)‖²`` (B,) and its gradient ``2 A^H (A x − y)``, one fused pass."""
+        self._check_pair(x, y)
+        with torch.no_grad():
+            return _ops.mri_fidelity(x, y, self.mask, self.smaps)
+
+    def fidelity_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The fused loss as a differentiable tensor (backward = g · precomputed gradient)."""
+        self._check_pair(x, y)
+        return _ops.mri_fidelity(x, y, self.mask, self.smaps)[0]
+
+    # -- data consistency ------------------------------------------------------------------------
+    def dc(self, x: torch.Tensor, y: torch.Tensor, lam: float = math.inf) -> torch.Tensor:
+        """Coil-wise k-space DC ``S^H F^H((1−M) F S x + M (F S x + λ y)/(1+λ))``; λ = inf is hard."""
+        validate_mri_args(x=x, y=y, mask=self.mask, smaps=self.smaps, lam=lam, finite=False)
+        return _ops.mri_dc(x, y, self.mask, self.smaps, float(lam))
+
+    def prox_l2(self, z: torch.Tensor, y: torch.Tensor, gamma: float, iters: int = 50) -> torch.Tensor:
+        """argmin_x γ/2 ‖A x − y‖² + ½ ‖x − z‖²: closed form for single coil, CG otherwise."""
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if self.single_coil:
+            return self.dc(z, y, lam=float(gamma))
+        self._check_pair(z, y)
+        return super().prox_l2(z, y, gamma, iters=iters)
+
+    def project(self, x: torch.Tensor, y: torch.Tensor, iters: int = 50) -> torch.Tensor:
+        """Closest point with A x = y: hard DC for single coil, CG otherwise."""
+        if self.single_coil:
+            return self.dc(x, y)
+        self._check_pair(x, y)
+        return super().project(x, y, iters=iters)
+
+    def pinv(self, y: torch.Tensor, iters: int = 50) -> torch.Tensor:
+        """Minimum-norm solution A^† y (= A^H y for single coil, since A A^H = M)."""
+        if self.single_coil:
+            return self.adjoint(y)
+        # CG on the normal equations A^H A u = A^H y from u = 0 converges to the minimum-norm
+        # least-squares solution whether the coils over- or under-determine the image
+        return conjugate_gradient(self.normal, self.adjoint(y), iters=iters)
