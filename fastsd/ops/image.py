@@ -1,0 +1,569 @@
+"""Image-domain operators: inpainting, denoising, FFT blur and downsampling (super-resolution).
+
+All act on real images ``x`` of shape (B, C, H, W) (batch dim 0 = independent problems, any
+channel count) and are exact adjoint pairs, so solvers can use ``adjoint``, ``prox_l2``,
+``project`` and ``pinv`` interchangeably with the MRI operators. Convolutions are circular
+(periodic boundary), which makes every operator diagonal in Fourier and gives closed forms for
+the proximal map and the pseudo-inverse instead of the generic conjugate-gradient solves.
+``fidelity`` runs the fused ``fastsd::masked_fidelity`` op: with the mask (Inpainting), without
+(Denoise), or on the residual ``A x − y`` with the gradient chained through ``Aᴴ`` (Blur,
+Downsample). Its loss is float32 (float64 for float64 images).
+
+Buffers (masks, transfer functions) follow ``.to(device)``; images of another floating precision
+than a buffer are accepted and the buffer is cast to the image's precision.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Sequence
+
+import torch
+
+from fastsd._checks import check_finite, check_shape, check_tensor
+from fastsd.functional.fidelity import masked_fidelity, residual_loss
+from fastsd.ops.base import LinearOperator
+
+__all__ = [
+    "Inpainting",
+    "Denoise",
+    "Blur",
+    "Downsample",
+    "random_pixel_mask",
+    "box_mask",
+    "gaussian_kernel",
+    "anisotropic_gaussian_kernel",
+    "motion_kernel",
+    "bicubic_kernel",
+]
+
+REAL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+FFT_DTYPES = (torch.float32, torch.float64)
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+def check_measurement_finite(op: torch.nn.Module, name: str, y: torch.Tensor) -> None:
+    """``check_finite`` on a measurement, once per tensor and version.
+
+    Solvers pass the same ``y`` at every iteration; re-checking would cost a host sync per step
+    and cannot run inside a CUDA graph capture (skipped there: the graph was validated eagerly).
+    """
+    if y.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    seen = getattr(op, "_finite_seen", None)
+    if seen is not None and seen[0]() is y and seen[1] == y._version:
+        return
+    check_finite(name, y)
+    op._finite_seen = (weakref.ref(y), y._version)
+
+
+def _gamma(gamma, like: torch.Tensor):
+    """A float, or a tensor of shape (B,) / scalar reshaped to broadcast over ``like``."""
+    if isinstance(gamma, torch.Tensor):
+        if gamma.ndim == 1:
+            check_shape("gamma", gamma, (like.shape[0],))
+        elif gamma.ndim != 0:
+            raise ValueError(f"gamma must be a float, a scalar or shape (B,) tensor, got shape {tuple(gamma.shape)}")
+        gamma = gamma.to(device=like.device, dtype=like.real.dtype if like.is_complex() else like.dtype)
+        return gamma.reshape((-1,) + (1,) * (like.ndim - 1))
+    gamma = float(gamma)
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    return gamma
+
+
+def _img_size(img_size) -> tuple[int, int]:
+    if isinstance(img_size, int):
+        img_size = (img_size, img_size)
+    img_size = tuple(int(s) for s in img_size)
+    if len(img_size) != 2 or min(img_size) < 1:
+        raise ValueError(f"img_size must be an int or (H, W) of positive sizes, got {img_size}")
+    return img_size
+
+
+def _check_image(op, name: str, t: torch.Tensor, size, device, dtypes=REAL_DTYPES) -> torch.Tensor:
+    check_tensor(name, t, ndim=4, dtypes=dtypes, device=device)
+    if tuple(t.shape[-2:]) != tuple(size):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected (B, C, {size[0]}, {size[1]}) "
+                         f"for this {type(op).__name__} operator")
+    return t
+
+
+def _check_pair(op, x: torch.Tensor, y: torch.Tensor, xname: str = "x") -> None:
+    """Validate an (image, measurement) pair: each on its own, then that they agree in device,
+    dtype and shape (``y`` must have the shape of ``op(x)``), then the finiteness of ``y``."""
+    op.check_input(x)
+    op.check_measurement(y, finite=False)
+    if x.device != y.device:
+        raise ValueError(f"{xname} is on {x.device} but y is on {y.device}")
+    if x.dtype != y.dtype:
+        raise ValueError(f"{xname} has dtype {x.dtype} but y has dtype {y.dtype}; they must match")
+    want = op.measurement_shape(x.shape)
+    if tuple(y.shape) != want:
+        raise ValueError(f"y has shape {tuple(y.shape)}; expected {want} for {xname} of shape {tuple(x.shape)}")
+    check_measurement_finite(op, "y", y)
+
+
+def _residual_fidelity(op, x: torch.Tensor, y: torch.Tensor):
+    """``fidelity`` of a non-mask operator: the fused residual loss on ``A x`` (loss and ``2 r`` in
+    one pass), the gradient chained through ``A^H``."""
+    _check_pair(op, x, y)
+    with torch.no_grad():
+        loss, g = residual_loss(op.forward(x), y, validate=False)
+        return loss, op.adjoint(g)
+
+
+def _placed(taps: torch.Tensor, offsets: tuple[torch.Tensor, torch.Tensor], size) -> torch.Tensor:
+    """Array of ``size`` with ``taps[i, j]`` added at (offsets[0][i], offsets[1][j]) mod size."""
+    H, W = size
+    rows = (offsets[0] % H)[:, None].expand(taps.shape)
+    cols = (offsets[1] % W)[None, :].expand(taps.shape)
+    out = torch.zeros(size, dtype=taps.dtype)
+    return out.index_put_((rows.reshape(-1), cols.reshape(-1)), taps.reshape(-1), accumulate=True)
+
+
+def _as_complex(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The complex array stored as a real (..., 2) buffer, in ``like``'s precision."""
+    return torch.view_as_complex(buf.to(like.dtype).contiguous())
+
+
+# -- inpainting and denoising -----------------------------------------------------------------
+
+
+class Inpainting(LinearOperator):
+    """A x = m ⊙ x with a binary mask ``m`` (1 = observed pixel).
+
+    ``mask`` has shape (H, W), (C, H, W) or (B, C, H, W); leading sizes of 1 broadcast. Because
+    m² = m, every derived operation has a closed form; the fidelity runs the fused
+    ``masked_fidelity`` op (one pass for loss and gradient).
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        check_tensor("mask", mask, ndim=(2, 3, 4))
+        if mask.dtype == torch.bool:
+            mask = mask.float()
+        if not mask.is_floating_point():
+            raise ValueError(f"mask must be a bool or floating tensor, got dtype {mask.dtype}")
+        check_finite("mask", mask)
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must contain only 0 and 1")
+        self.register_buffer("mask", mask.clone())
+
+    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        m = self.mask
+        _check_image(self, name, t, m.shape[-2:], m.device)
+        lead = (1,) * (4 - m.ndim) + tuple(m.shape[:-2])
+        for dim, (ms, ts) in enumerate(zip(lead, t.shape[:2])):
+            if ms not in (1, ts):
+                raise ValueError(f"mask of shape {tuple(m.shape)} does not match {name} of shape {tuple(t.shape)} "
+                                 f"(dimension {dim})")
+        return t
+
+    def check_input(self, x):
+        return self._check("x", x)
+
+    def check_measurement(self, y, finite: bool = True):
+        self._check("y", y)
+        if finite:
+            check_measurement_finite(self, "y", y)
+        return y
+
+    def _m(self, like: torch.Tensor) -> torch.Tensor:
+        m = self.mask.to(like.dtype)
+        return m.reshape((1,) * (4 - m.ndim) + tuple(m.shape))
+
+    def forward(self, x):
+        self.check_input(x)
+        return self._m(x) * x
+
+    def adjoint(self, y):
+        self.check_measurement(y, finite=False)
+        return self._m(y) * y
+
+    normal = forward
+
+    def measurement_shape(self, x_shape) -> tuple[int, ...]:
+        """Shape of ``A x`` for an image of shape ``x_shape``."""
+        return tuple(x_shape)
+
+    def fidelity(self, x, y):
+        """Fused ``masked_fidelity`` (one pass; the mask is read with broadcast strides)."""
+        _check_pair(self, x, y)
+        return masked_fidelity(x, y, self.mask, validate=False)
+
+    def prox_l2(self, z, y, gamma, iters=None):
+        """Closed form (z + γ m y) / (1 + γ m); ``iters`` is unused."""
+        _check_pair(self, z, y, "z")
+        g, m = _gamma(gamma, z), self._m(z)
+        return (z + g * m * y) / (1 + g * m)
+
+    def pinv(self, y, iters=None):
+        """A^† y = m y; ``iters`` is unused."""
+        self.check_measurement(y)
+        return self._m(y) * y
+
+    def project(self, x, y, iters=None):
+        """Observed pixels from ``y``, the rest from ``x``; ``iters`` is unused."""
+        _check_pair(self, x, y)
+        m = self._m(x)
+        return x * (1 - m) + m * y
+
+
+class Denoise(LinearOperator):
+    """The identity (denoising: y = x + noise). Accepts real tensors of any shape (B, ...)."""
+
+    def _check(self, name, t):
+        check_tensor(name, t, dtypes=REAL_DTYPES)
+        if t.ndim < 1:
+            raise ValueError(f"{name} must have a batch dimension, got a scalar")
+        return t
+
+    def check_input(self, x):
+        return self._check("x", x)
+
+    def check_measurement(self, y, finite: bool = True):
+        self._check("y", y)
+        if finite:
+            check_measurement_finite(self, "y", y)
+        return y
+
+    def forward(self, x):
+        return self.check_input(x)
+
+    def adjoint(self, y):
+        return self.check_measurement(y, finite=False)
+
+    normal = forward
+
+    def measurement_shape(self, x_shape) -> tuple[int, ...]:
+        """Shape of ``A x`` for an image of shape ``x_shape``."""
+        return tuple(x_shape)
+
+    def fidelity(self, x, y):
+        """Fused ``masked_fidelity`` without a mask (one pass)."""
+        _check_pair(self, x, y)
+        return masked_fidelity(x, y, None, validate=False)
+
+    def prox_l2(self, z, y, gamma, iters=None):
+        """(z + γ y) / (1 + γ); ``iters`` is unused."""
+        _check_pair(self, z, y, "z")
+        g = _gamma(gamma, z)
+        return (z + g * y) / (1 + g)
+
+    def pinv(self, y, iters=None):
+        return self.check_measurement(y)
+
+    def project(self, x, y, iters=None):
+        _check_pair(self, x, y)
+        return y.clone()
+
+
+# -- blur ------------------------------------------------------------------------------------
+
+
+def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
+    """Isotropic Gaussian blur kernel (size × size, default odd 2⌈3σ⌉+1), normalised to sum 1."""
+    return anisotropic_gaussian_kernel(sigma, sigma, 0.0, size)
+
+
+def anisotropic_gaussian_kernel(sigma_x: float, sigma_y: float, angle_deg: float = 0.0,
+                                size: int | None = None) -> torch.Tensor:
+    """Gaussian with standard deviations ``sigma_x`` / ``sigma_y`` along axes rotated by
+    ``angle_deg`` (counter-clockwise, image x to the right, y up); float32 (size, size), sum 1."""
+    if not (sigma_x > 0 and sigma_y > 0):
+        raise ValueError(f"sigmas must be > 0, got {sigma_x}, {sigma_y}")
+    size = _kernel_size(size, 2 * math.ceil(3 * max(sigma_x, sigma_y)) + 1)
+    c = (size - 1) / 2
+    r = torch.arange(size, dtype=torch.float64) - c
+    yy, xx = -r[:, None], r[None, :]  # row index grows downwards, y upwards
+    t = math.radians(angle_deg)
+    u = math.cos(t) * xx + math.sin(t) * yy
+    v = -math.sin(t) * xx + math.cos(t) * yy
+    k = torch.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return (k / k.sum()).float()
+
+
+def motion_kernel(length: float, angle_deg: float = 0.0, size: int | None = None) -> torch.Tensor:
+    """Linear motion blur over ``length`` pixels (≥ 1) along a centred segment at ``angle_deg``
+    (counter-clockwise from the x axis), rasterised by bilinear splatting; float32, sum 1."""
+    if not length >= 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    half = (length - 1) / 2  # end points at pixel centres: an integer length covers that many pixels
+    size = _kernel_size(size, 2 * math.ceil(half) + 1)
+    c = (size - 1) / 2
+    t = math.radians(angle_deg)
+    s = torch.linspace(-half, half, max(2, int(math.ceil(length * 16))), dtype=torch.float64)
+    px, py = c + s * math.cos(t), c - s * math.sin(t)  # column, row
+    k = torch.zeros(size, size, dtype=torch.float64)
+    x0, y0 = px.floor(), py.floor()
+    for dx in (0, 1):
+        for dy in (0, 1):
+            w = (1 - (px - x0 - dx).abs()) * (1 - (py - y0 - dy).abs())
+            cols, rows = (x0 + dx).long(), (y0 + dy).long()
+            inside = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size) & (w > 0)
+            k.index_put_((rows[inside], cols[inside]), w[inside], accumulate=True)
+    return (k / k.sum()).float()
+
+
+def _kernel_size(size, default: int) -> int:
+    size = default if size is None else int(size)
+    if size < 1:
+        raise ValueError(f"kernel size must be >= 1, got {size}")
+    return size
+
+
+def _centred_taps(kernel: torch.Tensor):
+    """Offsets of a convolution kernel whose centre is element (kh // 2, kw // 2)."""
+    kh, kw = kernel.shape
+    return torch.arange(kh) - kh // 2, torch.arange(kw) - kw // 2
+
+
+class Blur(LinearOperator):
+    """Circular convolution y = k ⊛ x, applied per channel in Fourier.
+
+    ``kernel`` (kh, kw) is centred at element (kh // 2, kw // 2); taps reaching beyond the image
+    wrap around. The transfer function H (half spectrum, ``rfft2``) is a buffer in the kernel's
+    precision (pass a float64 kernel for float64 accuracy). ``pinv`` is the truncated-SVD inverse:
+    frequencies with |H| < ``pinv_threshold`` · max|H| are treated as 0, since dividing by them
+    only amplifies noise.
+    """
+
+    def __init__(self, kernel: torch.Tensor, img_size, pinv_threshold: float = 1e-3):
+        super().__init__()
+        check_tensor("kernel", kernel, ndim=2, dtypes=FFT_DTYPES)
+        check_finite("kernel", kernel)
+        self.img_size = _img_size(img_size)
+        self.pinv_threshold = float(pinv_threshold)
+        h = _placed(kernel.detach().cpu().double(), _centred_taps(kernel), self.img_size)
+        transfer = torch.view_as_real(torch.fft.rfft2(h)).to(kernel.dtype)
+        self.register_buffer("kernel", kernel.detach().clone())
+        self.register_buffer("transfer", transfer.to(kernel.device))
+
+    def check_input(self, x):
+        return _check_image(self, "x", x, self.img_size, self.transfer.device, FFT_DTYPES)
+
+    def check_measurement(self, y, finite: bool = True):
+        _check_image(self, "y", y, self.img_size, self.transfer.device, FFT_DTYPES)
+        if finite:
+            check_measurement_finite(self, "y", y)
+        return y
+
+    def _filter(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(x) * t, s=self.img_size)
+
+    def transfer_function(self, like: torch.Tensor) -> torch.Tensor:
+        """H as a complex (H, W // 2 + 1) half spectrum in ``like``'s precision."""
+        return _as_complex(self.transfer, like)
+
+    def forward(self, x):
+        self.check_input(x)
+        return self._filter(x, self.transfer_function(x))
+
+    def adjoint(self, y):
+        self.check_measurement(y, finite=False)
+        return self._filter(y, self.transfer_function(y).conj())
+
+    def normal(self, x):
+        self.check_input(x)
+        return self._filter(x, self.transfer_function(x).abs().square())
+
+    def measurement_shape(self, x_shape) -> tuple[int, ...]:
+        """Shape of ``A x`` for an image of shape ``x_shape``."""
+        return tuple(x_shape)
+
+    def fidelity(self, x, y):
+        return _residual_fidelity(self, x, y)
+
+    def prox_l2(self, z, y, gamma, iters=None):
+        """(F z + γ conj(H) F y) / (1 + γ |H|²) in Fourier; ``iters`` is unused."""
+        _check_pair(self, z, y, "z")
+        t, g = self.transfer_function(z), _gamma(gamma, z)
+        num = torch.fft.rfft2(z) + g * t.conj() * torch.fft.rfft2(y)
+        return torch.fft.irfft2(num / (1 + g * t.abs().square()), s=self.img_size)
+
+    def _inverse_transfer(self, like):
+        t = self.transfer_function(like)
+        mag = t.abs()
+        keep = mag > self.pinv_threshold * mag.max()
+        return torch.where(keep, 1 / torch.where(keep, t, torch.ones_like(t)), torch.zeros_like(t))
+
+    def pinv(self, y, iters=None):
+        """Truncated inverse filter (see the class docstring); ``iters`` is unused."""
+        self.check_measurement(y)
+        return self._filter(y, self._inverse_transfer(y))
+
+    def project(self, x, y, iters=None):
+        """x − A^†(A x − y); exact A x = y on the frequencies kept by ``pinv``."""
+        _check_pair(self, x, y)
+        t = self.transfer_function(x)
+        r = torch.fft.rfft2(x) * t - torch.fft.rfft2(y)
+        return x - torch.fft.irfft2(r * self._inverse_transfer(x), s=self.img_size)
+
+
+# -- downsampling -----------------------------------------------------------------------------
+
+
+def _keys_cubic(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    t = t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def bicubic_kernel(factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D antialiasing bicubic filter (Keys, a = −0.5, support stretched by ``factor``) used to
+    downsample by an even ``factor``: returns (weights, offsets) such that low-res sample i is
+    Σ_d w[d] x[factor·i + d], i.e. centred at input coordinate factor·i + (factor − 1)/2 as in
+    PIL / ``F.interpolate(..., mode='bicubic', antialias=True)``. float64, sum 1, 4·factor taps."""
+    f = int(factor)
+    d = torch.arange(-3 * f // 2, 5 * f // 2, dtype=torch.float64)
+    w = _keys_cubic((d - (f - 1) / 2) / f)
+    return w / w.sum(), d.long()
+
+
+class Downsample(LinearOperator):
+    """Super-resolution: y = (h ⊛ x)[::f, ::f] with circular filtering.
+
+    ``filter='avg'``: low-res pixel i is the mean of the f × f block starting at f·i (as
+    ``F.avg_pool2d``). ``filter='bicubic'``: the antialiasing Keys (a = −0.5) kernel with 4f taps
+    per axis, sampling at f·i + (f − 1)/2 (as PIL / torch antialiased bicubic resizing). H and W
+    must be multiples of f.
+
+    Closed forms come from the aliasing structure of A Aᴴ: it is a circular convolution on the
+    low-res grid with transfer D(k) = f⁻² Σ_j |H(k + j·(H/f, W/f))|² (Zhao et al. 2016, "Fast single
+    image super-resolution using a new analytical solution for ℓ2–ℓ2 problems"), so
+    ``prox_l2`` = b − γ Aᴴ (I + γ A Aᴴ)⁻¹ A b with b = z + γ Aᴴ y (Woodbury), and
+    ``pinv`` = Aᴴ (A Aᴴ)⁻¹ with D < ``pinv_threshold``² · max D treated as 0 (singular values
+    below ``pinv_threshold`` × the largest). ``dtype`` is the precision of the filter buffers.
+    """
+
+    FACTORS = (2, 4, 8, 16)
+    FILTERS = ("avg", "bicubic")
+
+    def __init__(self, factor: int, filter: str = "bicubic", img_size=None, pinv_threshold: float = 1e-3,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if factor not in self.FACTORS:
+            raise ValueError(f"factor must be one of {self.FACTORS}, got {factor}")
+        if filter not in self.FILTERS:
+            raise ValueError(f"filter must be one of {self.FILTERS}, got {filter!r}")
+        if img_size is None:
+            raise ValueError("img_size (H, W) is required")
+        if dtype not in FFT_DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        self.factor, self.filter = int(factor), filter
+        self.img_size = _img_size(img_size)
+        self.pinv_threshold = float(pinv_threshold)
+        H, W = self.img_size
+        f = self.factor
+        if H % f or W % f:
+            raise ValueError(f"img_size {self.img_size} must be divisible by the factor {f}")
+        self.low_size = (H // f, W // f)
+        if filter == "avg":
+            w1, d1 = torch.full((f,), 1.0 / f, dtype=torch.float64), torch.arange(f)
+        else:
+            w1, d1 = bicubic_kernel(f)
+        # correlation taps g[d] (low-res i reads x[f i + d]) = convolution taps h[-d]
+        h = _placed(w1[:, None] * w1[None, :], (-d1, -d1), self.img_size)
+        full = torch.fft.fft2(h)
+        alias = full.abs().square().reshape(f, H // f, f, W // f).sum((0, 2)) / f**2
+        self.register_buffer("transfer", torch.view_as_real(full[:, : W // 2 + 1]).to(dtype))
+        self.register_buffer("alias", alias[:, : W // f // 2 + 1].to(dtype))
+
+    def check_input(self, x):
+        return _check_image(self, "x", x, self.img_size, self.transfer.device, FFT_DTYPES)
+
+    def check_measurement(self, y, finite: bool = True):
+        _check_image(self, "y", y, self.low_size, self.transfer.device, FFT_DTYPES)
+        if finite:
+            check_measurement_finite(self, "y", y)
+        return y
+
+    def _down(self, x):
+        t = _as_complex(self.transfer, x)
+        f = self.factor
+        return torch.fft.irfft2(torch.fft.rfft2(x) * t, s=self.img_size)[..., ::f, ::f]
+
+    def _up(self, y):
+        # the spectrum of the zero-upsampled y is the low-res spectrum tiled f × f times
+        t = _as_complex(self.transfer, y)
+        f, W = self.factor, self.img_size[1]
+        spec = torch.fft.fft2(y).repeat(1, 1, f, f)[..., : W // 2 + 1]
+        return torch.fft.irfft2(spec * t.conj(), s=self.img_size)
+
+    def _low_filter(self, v, t):
+        return torch.fft.irfft2(torch.fft.rfft2(v) * t, s=self.low_size)
+
+    def forward(self, x):
+        self.check_input(x)
+        return self._down(x)
+
+    def adjoint(self, y):
+        self.check_measurement(y, finite=False)
+        return self._up(y)
+
+    def measurement_shape(self, x_shape) -> tuple[int, ...]:
+        """Shape of ``A x`` for an image of shape ``x_shape``."""
+        return tuple(x_shape[:-2]) + self.low_size
+
+    def fidelity(self, x, y):
+        return _residual_fidelity(self, x, y)
+
+    def prox_l2(self, z, y, gamma, iters=None):
+        """Closed form via the aliased low-res system (see the class docstring); ``iters`` is unused."""
+        _check_pair(self, z, y, "z")
+        g = _gamma(gamma, z)
+        b = z + g * self._up(y)
+        w = self._low_filter(self._down(b), 1 / (1 + g * self.alias.to(z.dtype)))
+        return b - g * self._up(w)
+
+    def _inverse_alias(self, like):
+        d = self.alias.to(like.dtype)
+        keep = d > self.pinv_threshold**2 * d.max()
+        return torch.where(keep, 1 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
+
+    def pinv(self, y, iters=None):
+        """Aᴴ (A Aᴴ)⁻¹ y in closed form; ``iters`` is unused."""
+        self.check_measurement(y)
+        return self._up(self._low_filter(y, self._inverse_alias(y)))
+
+    def project(self, x, y, iters=None):
+        """x − A^†(A x − y): exact A x = y (up to the ``pinv`` threshold)."""
+        _check_pair(self, x, y)
+        r = self._down(x) - y
+        return x - self._up(self._low_filter(r, self._inverse_alias(x)))
+
+
+# -- masks ------------------------------------------------------------------------------------
+
+
+def random_pixel_mask(shape: Sequence[int], keep_fraction: float, seed: int = 0) -> torch.Tensor:
+    """Float32 {0,1} mask of ``shape`` (e.g. (H, W)) with exactly round(keep_fraction · numel)
+    ones at uniformly random positions (reproducible from ``seed``)."""
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
+    shape = tuple(int(s) for s in shape)
+    n = math.prod(shape)
+    gen = torch.Generator().manual_seed(int(seed))
+    mask = torch.zeros(n)
+    mask[torch.randperm(n, generator=gen)[: round(keep_fraction * n)]] = 1.0
+    return mask.reshape(shape)
+
+
+def box_mask(shape: Sequence[int], box_size, center=None) -> torch.Tensor:
+    """Float32 {0,1} mask of ``shape`` (…, H, W) that is 0 inside a box of ``box_size``
+    (int or (h, w)) centred at ``center`` (row, col; default the image centre) and 1 elsewhere;
+    the box is clipped to the image."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f"shape must end with (H, W), got {shape}")
+    H, W = shape[-2:]
+    bh, bw = (box_size, box_size) if isinstance(box_size, int) else tuple(box_size)
+    cy, cx = (H // 2, W // 2) if center is None else tuple(center)
+    mask = torch.ones(shape)
+    top, left = max(cy - bh // 2, 0), max(cx - bw // 2, 0)
+    mask[..., top : max(cy - bh // 2 + bh, 0), left : max(cx - bw // 2 + bw, 0)] = 0.0
+    return mask
