@@ -10,6 +10,9 @@ if not HAS_CUDA:
 
 import pytest  # noqa: E402
 
+# Small test shapes gain nothing from intra-op threads; on shared CI cores they mostly contend.
+torch.set_num_threads(1)
+
 # Device on which Triton kernels are launched: compiled on CUDA, interpreted on CPU.
 KERNEL_DEVICE = "cuda" if HAS_CUDA else "cpu"
 # Devices on which operators/solvers are exercised (reference path on CPU, fused on CUDA).

@@ -1,0 +1,125 @@
+"""The self-diffusion denoiser networks.
+
+:class:`UNet` is the paper's 2D U-Net: ``depth`` max-pool levels with channels
+``width * (1, 2, 4, ..., 2**(depth-1), 2**(depth-1))`` plus a bottleneck block, every block two
+(conv3x3 + BatchNorm + ReLU), bilinear x2 upsampling (``align_corners=True``) concatenated with
+the skip, and a 1x1 output conv. At ``width=64, depth=5, in=out=2`` it has about 88 M parameters.
+BatchNorm is meant to stay in train mode (batch 1 makes it instance-norm-like).
+
+:class:`ConvNet1d` is a small 1D network for operators on vectors (1D compressed sensing, radar
+steering matrices), the counterpart of the official code's ``SimpleNet1D``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UNet", "ConvNet1d", "init_weights"]
+
+
+def init_weights(net: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
+    """Paper initialisation: conv/linear weights N(0, std²), biases 0, BatchNorm weights N(1, std²)."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * std)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                m.weight.copy_(1.0 + torch.randn(m.weight.shape, generator=generator) * std)
+                m.bias.zero_()
+    return net
+
+
+def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2) -> nn.Sequential:
+    """Two (conv3 + BatchNorm + ReLU)."""
+    conv = nn.Conv2d if dim == 2 else nn.Conv1d
+    bn = nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
+    mid = mid or cout
+    return nn.Sequential(
+        conv(cin, mid, 3, padding=1), bn(mid), nn.ReLU(inplace=True),
+        conv(mid, cout, 3, padding=1), bn(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """The paper's U-Net (see module docstring). Any input size of at least ``2**(depth+1)`` works:
+    after each upsampling the feature map is zero-padded to its skip's size."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 64,
+        depth: int = 5,
+        out_activation: str | None = None,
+        seed: int | None = None,
+    ):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1 or width < 1 or depth < 1:
+            raise ValueError("in_channels, out_channels, width and depth must be positive")
+        if out_activation not in (None, "sigmoid"):
+            raise ValueError(f"out_activation must be None or 'sigmoid', got {out_activation!r}")
+        self.depth, self.out_activation = depth, out_activation
+        ch = [width * 2 ** min(i, depth - 1) for i in range(depth + 1)]
+        self.inc = _block(in_channels, ch[0])
+        self.downs = nn.ModuleList(_block(ch[i], ch[i + 1]) for i in range(depth))
+        self.bottleneck = _block(ch[depth], ch[depth])
+        # Decoder level i joins the upsampled deeper map (channels ``up``) with skip i.
+        self.ups = nn.ModuleList()
+        up = ch[depth]
+        for i in reversed(range(depth)):
+            cin, cout = up + ch[i], ch[max(i - 1, 0)]
+            self.ups.append(_block(cin, cout, mid=cin // 2))
+            up = cout
+        self.outc = nn.Conv2d(up, out_channels, 1)
+        init_weights(self, generator=None if seed is None else torch.Generator().manual_seed(seed))
+
+    @classmethod
+    def small(cls, in_channels: int, out_channels: int, width: int = 8, depth: int = 4, **kw) -> "UNet":
+        """A CPU-sized U-Net (width 8, 4 levels: about 0.35 M parameters)."""
+        return cls(in_channels, out_channels, width=width, depth=depth, **kw)
+
+    def min_size(self) -> int:
+        """Smallest spatial size accepted (the deepest level needs 2x2 for train-mode BatchNorm)."""
+        return 2 ** (self.depth + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or min(x.shape[-2:]) < self.min_size():
+            raise ValueError(
+                f"UNet(depth={self.depth}) needs input (B, C, H, W) with H, W >= {self.min_size()}, "
+                f"got {tuple(x.shape)}")
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(F.max_pool2d(skips[-1], 2)))
+        h = self.bottleneck(skips.pop())
+        for up in self.ups:
+            skip = skips.pop()
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
+            dy, dx = skip.shape[-2] - h.shape[-2], skip.shape[-1] - h.shape[-1]
+            if dy or dx:
+                h = F.pad(h, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+            h = up(torch.cat([skip, h], dim=1))
+        out = self.outc(h)
+        return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
+
+
+class ConvNet1d(nn.Module):
+    """1D denoiser for vector unknowns: (conv3 + BN + ReLU) x2 then a 1x1 conv, input (B, C, n)."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 64, out_activation: str | None = None,
+                 seed: int | None = None):
+        super().__init__()
+        if out_activation not in (None, "sigmoid"):
+            raise ValueError(f"out_activation must be None or 'sigmoid', got {out_activation!r}")
+        self.out_activation = out_activation
+        self.body = _block(in_channels, width, dim=1)
+        self.final = nn.Conv1d(width, out_channels, 1)
+        init_weights(self, generator=None if seed is None else torch.Generator().manual_seed(seed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3:
+            raise ValueError(f"ConvNet1d needs input (B, C, n), got {tuple(x.shape)}")
+        out = self.final(self.body(x))
+        return torch.sigmoid(out) if self.out_activation == "sigmoid" else out

@@ -1,0 +1,339 @@
+"""Self-diffusion (SDI; Luo, Huang & Yang, arXiv 2510.21417; official code ggluo/Self-Diffusion).
+
+No pretrained model: one randomly initialised network ``D`` is trained on the measurement alone
+while the input noise level is annealed::
+
+    x̂ ~ N(0, I)
+    for σ_t in σ_{T-1} > ... > σ_0:           # sqrt(1 - cumprod(1 - β)), linear β, largest first
+        ε ~ N(0, I)                            # once per level (official code) or per inner step
+        repeat K times:                        # one Adam, default betas, kept for the whole run
+            θ ← Adam step on loss(A D_θ(x̂ + σ_t ε), y)
+        x̂ ← D_θ(x̂ + σ_t ε)                   # the network output (no gradient)
+
+Losses: ``'mse'`` mean ``|A x − y|²`` (image tasks), ``'norm_tv'`` un-squared ``‖A x − y‖`` plus
+``1e-4·TV(x)`` (MRI), ``'cs1d'`` ``‖A x − y‖ + 0.01·Σ|FFT x|`` (1D compressed sensing). The data
+term always goes through ``op.fidelity_loss`` (the fused residual-norm op). For MRI the
+measurements are scaled once by ``s = ‖D(noise)‖ / ‖A^H y‖`` and the result divided by ``s``.
+
+Batch dimension 0 of ``y`` holds independent problems: problem b gets its own network (seeded
+``seed + b``), its own x̂ and its own noise stream, and a batched run equals separate runs with
+those seeds up to floating-point summation order. Images in the operator's layout ``(B, C, H, W)``
+use the paper's :class:`~fastsd.nets.UNet`; vector unknowns (``(B, n)`` or ``(B, C, n)``, e.g.
+:class:`~fastsd.ops.matrix.MatrixOp` for 1D compressed sensing or radar) use the 1D
+:class:`~fastsd.nets.ConvNet1d`; complex unknowns are fed to the network as (re, im) channels.
+On CUDA the inner step is captured once as a CUDA graph and replayed (:mod:`fastsd.graphs`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+from torch import nn
+
+from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
+from fastsd.nets.unet import ConvNet1d, UNet, init_weights
+from fastsd.solvers.base import Callback, SolveResult, register_solver
+from fastsd.solvers.schedules import sdi_sigmas
+
+__all__ = ["SelfDiffusion", "PRESETS", "total_variation", "fourier_l1"]
+
+# (T, K, lr) and loss per task, from the paper; 'mri' also rescales the measurements.
+PRESETS: dict[str, dict] = {
+    "mri": dict(T=40, K=50, lr=1e-3, loss="norm_tv", scale=True),
+    "image": dict(T=40, K=150, lr=1e-3, loss="mse", scale=False),
+    "denoise": dict(T=30, K=100, lr=2e-3, loss="mse", scale=False),
+    "radar": dict(T=30, K=100, lr=1e-3, loss="mse", scale=False, out_activation="sigmoid"),
+    "cs1d": dict(T=40, K=200, lr=1e-5, loss="cs1d", scale=False),
+}
+_LOSSES = {"mse": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"fourier_weight": 0.01}}
+
+
+def total_variation(z: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV per problem: sum of |forward differences| along every spatial dim, shape (B,)."""
+    tv = z.new_zeros(z.shape[0])
+    for d in range(2, z.ndim):
+        tv = tv + torch.diff(z, dim=d).abs().flatten(1).sum(1)
+    return tv
+
+
+def fourier_l1(x: torch.Tensor) -> torch.Tensor:
+    """Σ|FFT(x_b)| over each flattened problem (smoothed: sqrt(|·|² + 1e-10)), shape (B,)."""
+    f = torch.fft.fft(x.reshape(x.shape[0], -1), dim=1)
+    return torch.sqrt(f.real**2 + f.imag**2 + 1e-10).sum(1)
+
+
+class _Layout:
+    """Operator image layout <-> network layout (real, (B, C, H, W) or (B, C, n))."""
+
+    def __init__(self, like: torch.Tensor):
+        self.is_complex = like.is_complex()
+        self.add_channel = like.ndim == 2  # (B, n) vectors get a channel dim
+        shape = like.shape[:1] + (1,) + like.shape[1:] if self.add_channel else like.shape
+        if len(shape) not in (3, 4):
+            raise ValueError(f"SDI supports unknowns of shape (B, n), (B, C, n) or (B, C, H, W); got {tuple(like.shape)}")
+        self.channels = shape[1]
+        self.net_shape = (shape[0], 2 * shape[1] if self.is_complex else shape[1]) + tuple(shape[2:])
+        self.spatial_dims = len(shape) - 2
+
+    def to_net(self, x: torch.Tensor) -> torch.Tensor:
+        if self.add_channel:
+            x = x.unsqueeze(1)
+        if self.is_complex:
+            x = torch.view_as_real(x).movedim(-1, 2).flatten(1, 2)
+        return x
+
+    def from_net(self, z: torch.Tensor) -> torch.Tensor:
+        if self.is_complex:
+            z = torch.view_as_complex(z.unflatten(1, (self.channels, 2)).movedim(2, -1).contiguous())
+        if self.add_channel:
+            z = z.squeeze(1)
+        return z
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+@register_solver("sdi")
+class SelfDiffusion:
+    """Self-diffusion solver. Options (``None`` = take the preset's value):
+
+    Args:
+        preset: 'mri', 'image', 'denoise', 'radar' or 'cs1d' (T, K, lr, loss, scaling and output
+            activation of the paper). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`
+            operators and 'image' otherwise.
+        T, K, lr: noise levels, Adam steps per level, Adam learning rate.
+        beta_start, beta_end, schedule_factor: the linear-beta schedule (see
+            :func:`fastsd.solvers.schedules.sdi_sigmas`).
+        resample_noise: draw fresh ε at every inner step (paper) instead of once per level (code).
+        no_noise: the "w/o ε" ablation (σ = 0 throughout).
+        loss: 'mse', 'norm_tv' or 'cs1d'; ``tv_weight`` / ``fourier_weight`` override its weights.
+        scale: rescale the measurements by ‖D(noise)‖ / ‖A^H y‖ (MRI).
+        net: a user network (``nn.Module`` mapping the network layout to itself); each problem
+            starts from a copy of its weights. Default: the paper's U-Net (images) or ConvNet1d.
+        small: the CPU-sized network (``UNet.small``: width 8, 4 levels; ConvNet1d width 32).
+        width, depth, out_activation: override the default network's size / output activation.
+        update: 'last' sets x̂ to the network output of the K-th inner step (official code);
+            'refresh' runs one more forward with the updated weights on the same noisy input.
+        seed: problem b uses seed + b for weights, x̂₀, the scaling noise and its noise stream;
+            CPU runs are bit-reproducible.
+        device, dtype: where and in which precision to run (default: ``y``'s device, float32).
+        use_graph: CUDA-graph the inner step (default: on CUDA). warmup: eager steps before capture.
+    """
+
+    def __init__(
+        self,
+        preset: str | None = None,
+        *,
+        T: int | None = None,
+        K: int | None = None,
+        lr: float | None = None,
+        beta_start: float = 1e-4,
+        beta_end: float = 1e-2,
+        schedule_factor: float = 1.0,
+        resample_noise: bool = False,
+        no_noise: bool = False,
+        loss: str | None = None,
+        tv_weight: float | None = None,
+        fourier_weight: float | None = None,
+        scale: bool | None = None,
+        net: nn.Module | None = None,
+        small: bool = False,
+        width: int | None = None,
+        depth: int | None = None,
+        out_activation: str | None = None,
+        update: str = "last",
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        use_graph: bool | None = None,
+        warmup: int = 3,
+    ):
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        if loss is not None and loss not in _LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(_LOSSES)}")
+        if update not in ("last", "refresh"):
+            raise ValueError(f"update must be 'last' or 'refresh', got {update!r}")
+        if net is not None and not isinstance(net, nn.Module):
+            raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        for name, v in (("T", T), ("K", K)):
+            if v is not None and (int(v) != v or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.preset = preset
+        self.overrides = dict(T=T, K=K, lr=lr, loss=loss, scale=scale, out_activation=out_activation)
+        self.beta_start, self.beta_end, self.schedule_factor = beta_start, beta_end, schedule_factor
+        self.resample_noise, self.no_noise = bool(resample_noise), bool(no_noise)
+        self.tv_weight, self.fourier_weight = tv_weight, fourier_weight
+        self.net, self.small, self.width, self.depth, self.update = net, small, width, depth, update
+        self.seed, self.device, self.dtype = int(seed), device, dtype
+        self.use_graph, self.warmup = use_graph, warmup
+        self.net_: BatchedNet | None = None  # the trained networks after solve()
+
+    # -- configuration ---------------------------------------------------------------------------
+    def config(self, op=None) -> dict:
+        """The settings a solve with ``op`` uses (preset values with overrides applied)."""
+        preset = self.preset
+        if preset is None:
+            preset = "mri" if type(op).__name__ == "MRI" else "image"
+        cfg = dict(PRESETS[preset], preset=preset)
+        cfg.setdefault("out_activation", None)
+        cfg.update({k: v for k, v in self.overrides.items() if v is not None})
+        weights = {"tv_weight": 0.0, "fourier_weight": 0.0, **_LOSSES[cfg["loss"]]}
+        if self.tv_weight is not None:
+            weights["tv_weight"] = self.tv_weight
+        if self.fourier_weight is not None:
+            weights["fourier_weight"] = self.fourier_weight
+        cfg.update(weights)
+        cfg.update(beta_start=self.beta_start, beta_end=self.beta_end, schedule_factor=self.schedule_factor,
+                   resample_noise=self.resample_noise, no_noise=self.no_noise, update=self.update,
+                   seed=self.seed, small=self.small)
+        return cfg
+
+    def _make_net(self, layout: _Layout, cfg: dict, gen: torch.Generator) -> nn.Module:
+        if self.net is not None:
+            return copy.deepcopy(self.net)
+        c = layout.net_shape[1]
+        if layout.spatial_dims == 2:
+            width = self.width or (8 if self.small else 64)
+            depth = self.depth or (4 if self.small else 5)
+            net = UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"])
+        else:
+            net = ConvNet1d(c, c, width=self.width or (32 if self.small else 64), out_activation=cfg["out_activation"])
+        return init_weights(net, generator=gen)
+
+    # -- solve -----------------------------------------------------------------------------------
+    def solve(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None,
+              callback: Callback | None = None) -> SolveResult:
+        """Reconstruct from measurements ``y`` of operator ``op``; returns x in the operator's layout.
+
+        ``x_true`` (optional, operator layout) adds a per-level ``'psnr'`` trace to the history.
+        ``callback(iteration, state)`` runs after every noise level with ``state`` holding ``x``,
+        ``loss``, ``sigma``, ``level`` (and ``psnr``); returning True stops early.
+        """
+        if not isinstance(y, torch.Tensor):
+            raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        cfg = self.config(op)
+        dev = torch.device(self.device) if self.device is not None else y.device
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        op = op.to(dev)  # nn.Module.to moves the operator's buffers in place
+        y = op.check_measurement(y.to(dev))
+        dtype = self.dtype
+        T, K = int(cfg["T"]), int(cfg["K"])
+        t_start = time.perf_counter()
+
+        with torch.no_grad():
+            x_like = op.adjoint(y)
+        layout = _Layout(x_like)
+        B = y.shape[0]
+        if x_true is not None and x_true.shape != x_like.shape:
+            raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are {tuple(x_like.shape)}")
+
+        # Per-problem initial draws (CPU generators: identical on every device).
+        nets, x0, z0 = [], [], []
+        for b in range(B):
+            gen = torch.Generator().manual_seed(self.seed + b)
+            nets.append(self._make_net(layout, cfg, gen))
+            x0.append(torch.randn(layout.net_shape[1:], generator=gen, dtype=torch.float64))
+            z0.append(torch.randn(layout.net_shape[1:], generator=gen, dtype=torch.float64))
+        bnet = BatchedNet(nets).to(device=dev, dtype=dtype)
+        x_hat = torch.stack(x0).to(device=dev, dtype=dtype)
+
+        scale = torch.ones(B, dtype=dtype, device=dev)
+        if cfg["scale"]:
+            with torch.no_grad():
+                num = torch.linalg.vector_norm(bnet(torch.stack(z0).to(dev, dtype)).flatten(1), dim=1)
+                den = torch.linalg.vector_norm(layout.to_net(x_like).flatten(1), dim=1).to(dtype)
+                scale = num / den.clamp_min(torch.finfo(dtype).tiny)
+            y = y * _bcast(scale, y).to(y.dtype)
+
+        graphed = self.use_graph if self.use_graph is not None else dev.type == "cuda"
+        # Capturable Adam on every CUDA run, so the eager and the graphed path do the same arithmetic.
+        opt = torch.optim.Adam(bnet.parameters(), lr=float(cfg["lr"]), capturable=dev.type == "cuda")
+        sigmas = sdi_sigmas(T, cfg["beta_start"], cfg["beta_end"], cfg["schedule_factor"], device=dev, dtype=dtype)
+        if cfg["no_noise"]:
+            sigmas = torch.zeros_like(sigmas)
+        sigma = torch.zeros((), dtype=dtype, device=dev)
+        seeds = torch.arange(B, dtype=torch.int64, device=dev) + self.seed
+        step = torch.zeros((), dtype=torch.int64, device=dev)
+
+        m = y[0].numel()
+        mse, tvw, fw = cfg["loss"] == "mse", float(cfg["tv_weight"]), float(cfg["fourier_weight"])
+
+        def loss_fn(z: torch.Tensor) -> torch.Tensor:
+            x = layout.from_net(z)
+            fid = op.fidelity_loss(x, y).to(z.dtype)
+            val = fid / m if mse else torch.sqrt(fid.clamp_min(1e-30))
+            if tvw:
+                val = val + tvw * total_variation(z)
+            if fw:
+                val = val + fw * fourier_l1(x)
+            return val
+
+        inner = SDIStep(bnet, loss_fn, opt, x_hat, sigma=sigma, seeds=seeds, step=step,
+                        resample_noise=cfg["resample_noise"], history_len=T * K)
+        runner = StepGraph(inner, dev, use_graph=graphed, warmup=self.warmup)
+
+        def current() -> torch.Tensor:
+            return layout.from_net(x_hat.detach()) / _bcast(scale, x_like)
+
+        history: dict[str, list[float]] = {"level_loss": [], "sigma": []}
+        if x_true is not None:
+            history["psnr"] = []
+        t_setup = time.perf_counter() - t_start
+        levels_done = 0
+        for t in range(T):
+            sigma.copy_(sigmas[t])
+            if not cfg["resample_noise"]:
+                step.fill_(t)
+                inner.x_in.copy_(inner.noisy())
+            runner.run(K)
+            with torch.no_grad():
+                if self.update == "refresh":
+                    x_hat.copy_(bnet(inner.x_in))
+                else:
+                    x_hat.copy_(inner.out)
+            levels_done = t + 1
+            lvl_loss = float(inner.loss.sum())
+            history["level_loss"].append(lvl_loss)
+            history["sigma"].append(float(sigmas[t]))
+            state = {"x": None, "loss": lvl_loss, "sigma": history["sigma"][-1], "level": t}
+            if x_true is not None:
+                state["psnr"] = self._psnr(current(), x_true.to(dev), cfg["preset"])
+                history["psnr"].append(state["psnr"])
+            if callback is not None:
+                state["x"] = current()
+                if callback((t + 1) * K, state) is True:
+                    break
+        x = current().detach()
+        elapsed = time.perf_counter() - t_start
+        iters = levels_done * K
+        history["loss"] = inner.history[:iters].sum(1).tolist()
+        self.net_ = bnet
+        info = dict(cfg, T=T, K=K, iterations=iters, runtime_s=elapsed, setup_s=t_setup,
+                    it_per_s=iters / max(elapsed - t_setup, 1e-9), device=str(dev), dtype=str(dtype).replace("torch.", ""),
+                    cuda_graph=bool(graphed), batch=B, params_per_problem=bnet.numel_per_problem(),
+                    scale=scale.tolist(), method="sdi")
+        return SolveResult(x=x, history=history, info=info)
+
+    @staticmethod
+    def _psnr(x: torch.Tensor, x_true: torch.Tensor, preset: str) -> float:
+        """Mean PSNR over problems (magnitude images for MRI, data range = max of the target)."""
+        from fastsd.metrics import magnitude, psnr
+
+        vals = []
+        for b in range(x.shape[0]):
+            a, t = x[b], x_true[b]
+            if preset == "mri":
+                a, t = magnitude(a[None])[0], magnitude(t[None])[0]
+            elif a.is_complex():
+                a, t = a.abs(), t.abs()
+            vals.append(psnr(a, t))
+        return float(sum(vals) / len(vals)) if all(math.isfinite(v) for v in vals) else float("inf")
