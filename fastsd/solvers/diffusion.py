@@ -1,0 +1,371 @@
+"""What the diffusion-style and seed-optimising solvers share.
+
+* Problem set-up: :class:`Problem` checks ``y`` against the operator, fixes device/dtype and a
+  seeded generator, and converts between the operator's image layout and the *network layout*
+  (real ``(B, C, *spatial)`` with one or two spatial dims; complex images become 2 real channels).
+  Denoisers ``D(x, sigma)`` and networks always see the network layout.
+* DDPM/DDIM schedules (linear betas 1e-4..0.02 over T = 1000), the VP <-> VE conversion
+  ``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` that lets a ``D(x, sigma)`` denoiser drive a VP
+  sampler, and the DDIM step (``eta = 1`` is the DDPM ancestral step).
+* EDM: the Karras sigma schedule and the ``c_skip/c_out/c_in/c_noise`` preconditioning that turns a
+  raw network ``F(x_in, c_noise)`` into a denoiser ``D(x, sigma)``.
+* ES-WMV early stopping (running variance of the outputs over a window, with patience).
+* :func:`run_steps`: repeat a fixed step through :class:`fastsd.graphs.step_graph.StepGraph`
+  (CUDA-graph replays on CUDA, a plain loop on CPU), with an optional per-step host hook.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastsd._checks import check_finite, check_tensor
+from fastsd.graphs.step_graph import StepGraph
+
+__all__ = [
+    "Problem",
+    "to_net",
+    "from_net",
+    "ddpm_alpha_bar",
+    "respaced_timesteps",
+    "ve_sigma",
+    "denoise_vp",
+    "ddim_step",
+    "karras_sigmas",
+    "edm_coefficients",
+    "EDMPrecond",
+    "ESWMV",
+    "call_denoiser",
+    "run_steps",
+    "graph_enabled",
+]
+
+REAL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+# ---------------------------------------------------------------------------------------------
+# problem set-up and layouts
+
+
+def to_net(x: torch.Tensor) -> torch.Tensor:
+    """Image -> real network layout (see :class:`Problem`)."""
+    if x.ndim == 2:
+        x = x.unsqueeze(1)
+    if x.is_complex():
+        x = torch.view_as_real(x).movedim(-1, 2).flatten(1, 2)
+    return x
+
+
+def from_net(u: torch.Tensor, image_shape, image_dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`to_net` for images of per-problem shape ``image_shape`` and dtype ``image_dtype``."""
+    shape = (u.shape[0],) + tuple(image_shape)
+    if image_dtype.is_complex:
+        u = u.unflatten(1, (u.shape[1] // 2, 2)).movedim(2, -1).to(image_dtype.to_real()).contiguous()
+        return torch.view_as_complex(u).reshape(shape)
+    return u.reshape(shape).to(image_dtype)
+
+
+class Problem:
+    """One call's measurement, operator, device, dtype, RNG and layout conversions.
+
+    ``x_like`` (``op.adjoint(y)``) fixes the image shape. Images are ``(B, n)``, ``(B, C, n)`` or
+    ``(B, C, H, W)``; the network layout adds a channel to ``(B, n)`` and turns each complex channel
+    into a (re, im) pair of real channels (the convention of the SDI solver). The conversion is a
+    linear isometry, so gradients and projections carry over unchanged.
+    """
+
+    def __init__(self, y, op, *, device=None, dtype=None, seed: int = 0):
+        if not isinstance(op, nn.Module) or not hasattr(op, "adjoint"):
+            raise ValueError(f"op must be a fastsd LinearOperator, got {type(op).__name__}")
+        check_tensor("y", y)
+        self.device = torch.device(device) if device is not None else y.device
+        op = op.to(self.device)
+        y = op.check_measurement(y.to(self.device))
+        check_finite("y", y)
+        with torch.no_grad():
+            x_like = op.adjoint(y)
+        if x_like.ndim < 2 or x_like.ndim > 4:
+            raise ValueError(f"images must be (B, n), (B, C, n) or (B, C, H, W); op.adjoint(y) has shape {tuple(x_like.shape)}")
+        self.complex = x_like.is_complex()
+        real = x_like.real.dtype if self.complex else x_like.dtype
+        self.dtype = dtype if dtype is not None else (real if real in (torch.float32, torch.float64) else torch.float32)
+        if self.dtype not in REAL_DTYPES:
+            raise ValueError(f"dtype must be a real floating dtype, got {self.dtype}")
+        self.op, self.y = op, y
+        self.image_shape = tuple(x_like.shape)
+        self.image_dtype = x_like.dtype
+        self.batch = x_like.shape[0]
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.net_shape = tuple(self.to_net(x_like).shape)
+
+    # -- layouts --------------------------------------------------------------------------------
+    def to_net(self, x: torch.Tensor) -> torch.Tensor:
+        """Image layout -> real network layout in the solver dtype."""
+        return to_net(x).to(self.dtype)
+
+    def from_net(self, u: torch.Tensor) -> torch.Tensor:
+        """Network layout -> the operator's image layout and dtype."""
+        return from_net(u, self.image_shape[1:], self.image_dtype)
+
+    # -- operator in network layout ---------------------------------------------------------
+    def fidelity(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``‖A x − y‖²`` per problem and its gradient ``2 A^H (A x − y)``, both for ``u = to_net(x)``."""
+        loss, grad = self.op.fidelity(self.from_net(u), self.y)
+        return loss, self.to_net(grad)
+
+    def fidelity_loss(self, u: torch.Tensor) -> torch.Tensor:
+        """Differentiable ``‖A x − y‖²`` per problem, shape (B,)."""
+        return self.op.fidelity_loss(self.from_net(u), self.y)
+
+    def project(self, u: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.to_net(self.op.project(self.from_net(u), self.y if y is None else y))
+
+    def prox_l2(self, u: torch.Tensor, gamma: float) -> torch.Tensor:
+        return self.to_net(self.op.prox_l2(self.from_net(u), self.y, gamma))
+
+    def adjoint_y(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.to_net(self.op.adjoint(self.y))
+
+    def pinv_y(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.to_net(self.op.pinv(self.y))
+
+    def lipschitz(self, iters: int = 30) -> float:
+        """``‖A‖²`` (largest over the batch), the Lipschitz constant of ``∇ ½‖A x − y‖²``."""
+        x_like = self.from_net(torch.zeros(self.net_shape, device=self.device, dtype=self.dtype))
+        return float(self.op.norm(x_like, iters=iters, seed=self.seed).max()) ** 2
+
+    # -- randomness -------------------------------------------------------------------------
+    def randn(self, shape=None) -> torch.Tensor:
+        shape = self.net_shape if shape is None else shape
+        return torch.randn(shape, generator=self.generator, device=self.device, dtype=self.dtype)
+
+    def rand(self, shape) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.device, dtype=self.dtype)
+
+
+def call_denoiser(denoiser, u: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``denoiser(u, sigma)`` with a shape check that names the problem."""
+    out = denoiser(u, sigma)
+    if not isinstance(out, torch.Tensor) or out.shape != u.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"denoiser(x, sigma) must return a tensor of the input's shape {tuple(u.shape)}, got {got}")
+    return out.to(u.dtype)
+
+
+def seeded_module(factory, seed: int, device, dtype) -> nn.Module:
+    """Build a module with CPU-seeded initialisation (same weights on every device), no global RNG change."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = factory()
+    return net.to(device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# DDPM / DDIM
+
+
+def ddpm_alpha_bar(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    """``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` for linear betas, float64 of shape (T,)."""
+    if int(T) != T or T < 1:
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    if not (0 < beta_start <= beta_end < 1):
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+    return np.cumprod(1.0 - np.linspace(beta_start, beta_end, int(T), dtype=np.float64))
+
+
+def respaced_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` timesteps ``k * (T // steps)``, largest first (3 of 1000 -> 666, 333, 0)."""
+    if int(steps) != steps or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
+    return [k * (T // steps) for k in range(int(steps))][::-1]
+
+
+def ve_sigma(alpha_bar: float) -> float:
+    """Noise level of ``x_t / sqrt(alpha_bar)`` for a VP state ``x_t``."""
+    return math.sqrt((1.0 - alpha_bar) / alpha_bar)
+
+
+def denoise_vp(denoiser, x_t: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """``x0_hat`` from a VP state: ``D(x_t / sqrt(alpha_bar), sigma)``."""
+    return call_denoiser(denoiser, x_t / math.sqrt(alpha_bar), ve_sigma(alpha_bar))
+
+
+def ddim_step(x_t, x0_hat, ab_t: float, ab_prev: float, eta: float = 0.0, noise=None) -> torch.Tensor:
+    """One DDIM step from timestep t to the previous one (``ab_prev = 1`` at the end).
+
+    ``eta = 1`` gives the DDPM ancestral step (posterior mean plus noise of variance
+    ``beta_t (1 - ab_prev) / (1 - ab_t)``); ``eta = 0`` is deterministic.
+    """
+    eps = (x_t - math.sqrt(ab_t) * x0_hat) / math.sqrt(1.0 - ab_t)
+    var = eta**2 * (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)
+    out = math.sqrt(ab_prev) * x0_hat + math.sqrt(max(1.0 - ab_prev - var, 0.0)) * eps
+    if var > 0:
+        if noise is None:
+            raise ValueError("ddim_step with eta > 0 needs noise")
+        out = out + math.sqrt(var) * noise
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# EDM
+
+
+def karras_sigmas(n: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
+    """EDM noise levels ``(σmax^(1/ρ) + i/(n−1) (σmin^(1/ρ) − σmax^(1/ρ)))^ρ``, largest first."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    if n == 1:
+        return [float(sigma_max)]
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [float((a + i / (n - 1) * (b - a)) ** rho) for i in range(int(n))]
+
+
+def edm_coefficients(sigma, sigma_data: float = 0.5):
+    """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` for noise level ``sigma``."""
+    sigma = torch.as_tensor(sigma)
+    s2 = sigma**2 + sigma_data**2
+    return sigma_data**2 / s2, sigma * sigma_data / s2.sqrt(), 1 / s2.sqrt(), sigma.log() / 4
+
+
+class EDMPrecond(nn.Module):
+    """``D(x, σ) = c_skip x + c_out F(c_in x, c_noise)`` around a raw network ``F(x_in, c_noise)``
+    (``c_noise`` has shape (B,)); ``sigma_data = 0.5`` as in EDM."""
+
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+        super().__init__()
+        self.net, self.sigma_data = net, float(sigma_data)
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
+        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
+        view = (-1,) + (1,) * (x.ndim - 1)
+        return c_skip.view(view) * x + c_out.view(view) * self.net(c_in.view(view) * x, c_noise)
+
+
+# ---------------------------------------------------------------------------------------------
+# ES-WMV
+
+
+class ESWMV:
+    """Early stopping by windowed moving variance (ES-WMV), per problem of the batch.
+
+    ``update(x)`` appends the current output; once ``window`` outputs are stored it computes
+    ``VAR = mean_w ‖x_w − mean(x)‖² / numel`` per problem and remembers the output with the lowest
+    VAR seen so far (``best``, taken at the end of that window). ``update`` returns True when every
+    problem has gone ``patience`` updates without a new minimum.
+    """
+
+    def __init__(self, window: int = 100, patience: int = 1000):
+        if int(window) != window or window < 2:
+            raise ValueError(f"window must be an integer >= 2, got {window!r}")
+        if int(patience) != patience or patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {patience!r}")
+        self.window, self.patience = int(window), int(patience)
+        self.buf: deque = deque(maxlen=self.window)
+        self.best = None  # (B, ...) output at the lowest variance
+        self.best_var = None  # (B,)
+        self.best_iter = None  # (B,) update index of the best output
+        self.since_best = None  # (B,)
+        self.count = 0
+
+    def update(self, x: torch.Tensor) -> bool:
+        x = x.detach()
+        self.buf.append(x.clone())
+        self.count += 1
+        if len(self.buf) < self.window:
+            return False
+        stack = torch.stack(tuple(self.buf))  # (W, B, ...)
+        var = (stack - stack.mean(0)).pow(2).reshape(self.window, x.shape[0], -1).mean(2).mean(0)
+        if self.best is None:
+            self.best, self.best_var = x.clone(), var
+            self.best_iter = torch.full_like(var, self.count - 1)
+            self.since_best = torch.zeros_like(var)
+            return False
+        better = var < self.best_var
+        view = (-1,) + (1,) * (x.ndim - 1)
+        self.best = torch.where(better.view(view), x, self.best)
+        self.best_var = torch.where(better, var, self.best_var)
+        self.best_iter = torch.where(better, torch.full_like(var, self.count - 1), self.best_iter)
+        self.since_best = torch.where(better, torch.zeros_like(var), self.since_best + 1)
+        return bool((self.since_best >= self.patience).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# what every solver class shares
+
+
+class SeedSolver:
+    """Options every solver honours: ``seed`` (same seed -> identical result on one device),
+    ``device`` (default: the device of ``y``; the operator is moved there) and ``dtype`` of the
+    iterate (default: the real dtype of ``op.adjoint(y)``, float32 for half inputs)."""
+
+    def __init__(self, *, seed: int = 0, device=None, dtype: torch.dtype | None = None):
+        if int(seed) != seed:
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.seed, self.device, self.dtype = int(seed), device, dtype
+
+    def problem(self, y, op) -> Problem:
+        return Problem(y, op, device=self.device, dtype=self.dtype, seed=self.seed)
+
+    def __call__(self, y, op, **kw):
+        return self.solve(y, op, **kw)
+
+
+def notify(callback, it: int, pb: Problem, u: torch.Tensor, loss: float, history: dict) -> bool:
+    """Record ``loss`` and call ``callback(it, {"x", "loss"})``; True means stop."""
+    history.setdefault("loss", []).append(loss)
+    if callback is None:
+        return False
+    return bool(callback(it, {"x": pb.from_net(u.detach()), "loss": loss}))
+
+
+def check_positive(**values) -> None:
+    for name, v in values.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
+def check_count(**values) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# repeating a fixed step
+
+
+def graph_enabled(use_graph: bool | None, device: torch.device) -> bool:
+    """``use_graph=None`` means: CUDA graphs exactly on CUDA devices."""
+    if use_graph is None:
+        return device.type == "cuda"
+    if use_graph and device.type != "cuda":
+        raise ValueError(f"use_graph=True needs a CUDA device, got {device}")
+    return bool(use_graph)
+
+
+def run_steps(step, n: int, device, *, use_graph: bool, warmup: int = 3, hook=None) -> int:
+    """Call the zero-argument ``step`` ``n`` times (CUDA-graph replays when ``use_graph``).
+
+    ``step`` keeps its state in tensors updated in place (see :class:`StepGraph`). ``hook(i)``, if
+    given, runs on the host after step ``i`` (a sync per step: callbacks, early stopping); returning
+    True stops. Returns the number of steps run.
+    """
+    runner = StepGraph(step, device, use_graph=use_graph, warmup=warmup)
+    if hook is None:
+        runner.run(n)
+        return n
+    for i in range(n):
+        runner.run(1)
+        if hook(i):
+            return i + 1
+    return n
