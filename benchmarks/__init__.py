@@ -1,0 +1,3 @@
+"""Benchmarks: ``python -m benchmarks.run`` (one side-by-side report per device) and the
+pytest-benchmark suites ``python -m pytest benchmarks -q --benchmark-only``. Problem builders shared
+by both live in :mod:`benchmarks.cases`."""
