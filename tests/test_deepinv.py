@@ -1,0 +1,368 @@
+"""deepinv interop: each fastsd physics against deepinv's own class with the same parameters,
+against dense float64 matrices (pseudo-inverse, prox), gradcheck of the autograd Functions,
+torch.func, adjointness, .to(device), parameter updates, errors, and the SDI Reconstructor.
+Skipped when deepinv cannot be imported; fastsd itself must import without it."""
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+try:
+    import deepinv as dinv
+except Exception as e:  # not installed, or a torchvision build that does not match torch
+    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
+
+from fastsd.api import solve
+from fastsd.interop import deepinv as fi
+from fastsd.ops.image import Inpainting as FsInpainting
+from fastsd.ops.masks import equispaced_mask
+from fastsd.ops.mri import MRI as FsMRI
+from fastsd.testing import rel_err
+
+warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
+
+H, W = 8, 12  # MRI image size
+IMG = (3, 16, 16)  # image-operator size (C, H, W)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _mri_mask(acc=2):
+    return equispaced_mask((H, W), acc, acs_lines=2)
+
+
+def _smaps(n=3, seed=1):
+    # random maps: well conditioned on an 8x12 grid (birdcage maps are nearly singular there)
+    return torch.randn(n, H, W, dtype=torch.complex64, generator=_gen(seed))
+
+
+def _blur_filter():
+    return dinv.physics.functional.gaussian_blur(sigma=(0.8, 0.8))
+
+
+# name -> (fastsd physics, deepinv physics, image shape); deepinv's class with the same parameters
+def _case(name):
+    if name == "mri":
+        m = _mri_mask()
+        return fi.MRI(mask=m), dinv.physics.MRI(mask=m), (2, 2, H, W)
+    if name == "mri_per_problem_mask":
+        m = torch.stack([_mri_mask(2), _mri_mask(3)])[:, None]  # (B, 1, H, W)
+        return fi.MRI(mask=m), dinv.physics.MRI(mask=m), (2, 2, H, W)
+    if name == "multicoil":
+        m, s = _mri_mask(), _smaps()
+        return fi.MultiCoilMRI(mask=m, coil_maps=s), dinv.physics.MultiCoilMRI(mask=m, coil_maps=s), (2, 2, H, W)
+    if name == "inpainting":
+        m = (torch.rand(IMG, generator=_gen(2)) > 0.5).float()
+        return fi.Inpainting(IMG, mask=m), dinv.physics.Inpainting(IMG, mask=m), (2,) + IMG
+    if name == "blur":
+        f = _blur_filter()
+        return fi.BlurFFT(IMG, filter=f), dinv.physics.BlurFFT(IMG, filter=f), (2,) + IMG
+    if name == "sr_bicubic2":  # deepinv's own named filter: an independent check of the filter mapping
+        ref = dinv.physics.Downsampling(IMG, filter="bicubic", factor=2, padding="circular")
+        return fi.Downsampling(IMG, filter="bicubic", factor=2), ref, (2,) + IMG
+    if name in ("sr_avg4", "sr_bicubic4"):
+        filt = name[3:-1]
+        ref = dinv.physics.Downsampling(IMG, filter=fi.deepinv_downsampling_filter(filt, 4), factor=4, padding="circular")
+        return fi.Downsampling(IMG, filter=filt, factor=4), ref, (2,) + IMG
+    raise KeyError(name)
+
+
+CASES = ["mri", "mri_per_problem_mask", "multicoil", "inpainting", "blur", "sr_bicubic2", "sr_avg4", "sr_bicubic4"]
+MRI_CASES = ("mri", "mri_per_problem_mask", "multicoil")
+
+
+def _x(shape, seed=3, dtype=torch.float32):
+    return torch.randn(shape, generator=_gen(seed), dtype=torch.float64).to(dtype)
+
+
+def _dense(physics, shape, dtype=torch.float64):
+    """Dense real matrix of ``physics.A`` for one problem (columns = images of the standard basis)."""
+    n = int(torch.tensor(shape[1:]).prod())
+    basis = torch.eye(n, dtype=torch.float32).reshape((n,) + tuple(shape[1:]))
+    cols = torch.cat([physics.A(basis[i : i + 8]) for i in range(0, n, 8)])  # physics is shared over batch
+    return cols.reshape(n, -1).T.to(dtype)
+
+
+# -- against deepinv ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_matches_deepinv(name):
+    ours, ref, shape = _case(name)
+    x, z = _x(shape, 3), _x(shape, 4)
+    y = ref.A(_x(shape, 5))
+    cg = name == "multicoil"  # deepinv solves the multi-coil prox by CG to tol 1e-4
+    assert rel_err(ours.A(x), ref.A(x)) < 1e-5
+    assert rel_err(ours.A_adjoint(y), ref.A_adjoint(y)) < 1e-5
+    assert rel_err(ours.A_adjoint_A(x), ref.A_adjoint_A(x)) < 1e-5
+    assert rel_err(ours.A_A_adjoint(y), ref.A_A_adjoint(y)) < 1e-5
+    for gamma in (0.3, 5.0):
+        assert rel_err(ours.prox_l2(z, y, gamma), ref.prox_l2(z, y, gamma)) < (1e-3 if cg else 1e-5)
+    if name not in ("multicoil",) and not name.startswith("sr"):  # closed forms on both sides
+        assert rel_err(ours.A_dagger(y), ref.A_dagger(y)) < 1e-5
+    # the whole measurement process (noise model included) stays deepinv's
+    assert rel_err(ours(x), ref(x)) < 1e-5
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_pinv_and_prox_match_dense_float64(name):
+    if name == "mri_per_problem_mask":
+        pytest.skip("per-problem masks: one dense matrix per problem (covered by test_matches_deepinv)")
+    ours, ref, shape = _case(name)
+    A = _dense(ref, shape)  # (m, n), from deepinv's implementation
+    B = shape[0]
+    y = ref.A(_x(shape, 5))
+    yv = y.reshape(B, -1).double()
+    # truncated pseudo-inverse, singular values below 1e-3 * max dropped as fastsd's image operators do
+    pinv = torch.linalg.pinv(A, rtol=1e-3 if name == "blur" or name.startswith("sr") else 1e-10)
+    want = (pinv @ yv.T).T.reshape(shape)
+    iters = 100 if name == "multicoil" else None  # CG on the normal equations (condition number ~ 19)
+    assert rel_err(ours.A_dagger(y, max_iter=iters), want) < 2e-5
+    z, gamma = _x(shape, 4), 0.7
+    zv = z.reshape(B, -1).double()
+    lhs = torch.eye(A.shape[1], dtype=torch.float64) + gamma * A.T @ A
+    want = torch.linalg.solve(lhs, (zv + gamma * (A.T @ yv.T).T).T).T.reshape(shape)
+    assert rel_err(ours.prox_l2(z, y, gamma), want) < 2e-5
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_adjointness_and_torch_func_vjp(name):
+    ours, ref, shape = _case(name)
+    x = _x(shape, 6)
+    v = torch.randn(ref.A(x).shape, generator=_gen(7))
+    ax, ahv = ours.A(x), ours.A_adjoint(v)
+    lhs, rhs = (ax.double() * v.double()).sum(), (x.double() * ahv.double()).sum()
+    assert abs(float(lhs - rhs)) < 1e-6 * float(ax.norm() * v.norm())
+    assert float(ours.adjointness_test(x, num_samples=shape[0])) < 1e-5  # deepinv's own Monte Carlo check
+    # deepinv computes vector-Jacobian products with torch.func: they must give A^H
+    _, vjp = torch.func.vjp(ours.A, x)
+    assert rel_err(vjp(v)[0], ours.A_adjoint(v)) < 1e-6
+    _, vjp = torch.func.vjp(ours.A_adjoint, v)
+    assert rel_err(vjp(x)[0], ours.A(x)) < 1e-6
+    # and the gradient of the data fidelity is 2 A^H (A x - y)
+    y = ref.A(_x(shape, 8))
+    g = torch.func.grad(lambda t: (ours.A(t) - y).square().sum())(x)
+    assert rel_err(g, 2 * ref.A_adjoint(ref.A(x) - y)) < 1e-5
+
+
+def _tiny_float64(name):
+    """The image operators on one-channel 8x8 float64 images (finite differences stay cheap)."""
+    img = (1, 8, 8)
+    if name == "inpainting":
+        return fi.Inpainting(img, mask=(torch.rand(img, generator=_gen(2)) > 0.5).double())
+    if name == "blur":
+        return fi.BlurFFT(img, filter=_blur_filter().double())
+    filt, factor = ("bicubic" if "bicubic" in name else "avg"), int(name[-1])
+    return fi.Downsampling(img, filter=filt, factor=factor, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_gradcheck_functions(name):
+    """gradcheck of A, A_adjoint, A_adjoint_A and prox_l2 (in z and y) in float64. The MRI ops
+    compute in float32, so their finite differences take a larger step and tolerance (the maps
+    are linear, so the step adds no truncation error)."""
+    mri = name in MRI_CASES
+    if mri:
+        ours, _, shape = _case(name)
+        kw = dict(eps=1e-2, atol=1e-4, rtol=1e-3)
+    else:
+        ours, shape, kw = _tiny_float64(name), (1, 1, 8, 8), {}
+    x = _x(shape, 9, torch.float64).requires_grad_()
+    y = ours.A(x.detach()).detach().normal_(generator=_gen(10)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ours.A(t), (x,), **kw)
+    assert torch.autograd.gradcheck(lambda t: ours.A_adjoint(t), (y,), **kw)
+    assert torch.autograd.gradcheck(lambda t: ours.A_adjoint_A(t), (x,), **kw)
+    if name != "multicoil":  # the CG prox is checked against dense matrices instead
+        assert torch.autograd.gradcheck(lambda z, t: ours.prox_l2(z, t, 0.6), (x, y), **kw)
+    if not mri:  # backward runs the adjoint Function, itself differentiable
+        assert torch.autograd.gradgradcheck(lambda t: ours.A(t), (x,))
+
+
+def test_prox_backward_multicoil_matches_dense():
+    ours, ref, shape = _case("multicoil")
+    A = _dense(ref, shape)
+    z = _x(shape, 11).requires_grad_()
+    y = ref.A(_x(shape, 12)).requires_grad_()
+    gamma = 0.7
+    out = ours.prox_l2(z, y, gamma)
+    g = _x(shape, 13)
+    gz, gy = torch.autograd.grad(out, (z, y), g)
+    P = torch.linalg.inv(torch.eye(A.shape[1], dtype=torch.float64) + gamma * A.T @ A)
+    gv = g.reshape(shape[0], -1).double()
+    assert rel_err(gz, (P @ gv.T).T.reshape(shape)) < 1e-4
+    assert rel_err(gy, (gamma * A @ P @ gv.T).T.reshape(y.shape)) < 1e-4
+
+
+def test_per_problem_gamma():
+    for name in ("mri", "multicoil", "inpainting", "blur", "sr_avg4"):
+        ours, ref, shape = _case(name)
+        z, y = _x(shape, 4), ref.A(_x(shape, 5))
+        gamma = torch.tensor([0.3, 4.0])
+        got = ours.prox_l2(z, y, gamma)
+        for b in range(2):
+            want = ours.prox_l2(z[b : b + 1], y[b : b + 1], float(gamma[b]))
+            assert rel_err(got[b : b + 1], want) < 1e-5, name
+    with pytest.raises(ValueError, match="one value per problem"):
+        ours.prox_l2(z, y, torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        ours.prox_l2(z, y, -1.0)
+
+
+# -- devices, parameters, errors ------------------------------------------------------------
+
+
+def _tensor_attributes(module):
+    """Tensors stored as plain attributes (they would not follow .to(device))."""
+    return [(type(m).__name__, k) for m in module.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_to_device(name, device):
+    ours, ref, shape = _case(name)
+    assert _tensor_attributes(ours) == []
+    moved = _case(name)[0].to("meta")  # every buffer, deepinv's and fastsd's, follows .to()
+    assert all(b.device.type == "meta" for b in moved.buffers())
+    assert {n for n, _ in moved.named_buffers()} >= {"fastsd_op." + n for n, _ in ours.fastsd_op.named_buffers()}
+    x = _x(shape, 14)
+    want = ours.A(x)
+    ours = ours.to(device)
+    got = ours.A(x.to(device))
+    assert got.device.type == device.type
+    assert rel_err(got, want) < 1e-5
+    assert rel_err(ours.A_adjoint(got), ref.A_adjoint(want)) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", CASES)
+def test_cuda_matches_deepinv(name):
+    ours, ref, shape = _case(name)
+    ours, ref = ours.to("cuda"), ref.to("cuda")
+    x, z = _x(shape, 3).cuda(), _x(shape, 4).cuda()
+    y = ref.A(_x(shape, 5).cuda())
+    assert rel_err(ours.A(x), ref.A(x)) < 1e-5
+    assert rel_err(ours.A_adjoint(y), ref.A_adjoint(y)) < 1e-5
+    assert rel_err(ours.A_adjoint_A(x), ref.A_adjoint_A(x)) < 1e-5
+    assert rel_err(ours.prox_l2(z, y, 0.5), ref.prox_l2(z, y, 0.5)) < (1e-3 if name == "multicoil" else 1e-5)
+
+
+def test_parameter_updates_follow_deepinv():
+    x = _x((2, 2, H, W), 15)
+    new = _mri_mask(3)
+    ours, ref = fi.MRI(mask=_mri_mask(2)), dinv.physics.MRI(mask=new)
+    assert rel_err(ours.A(x, mask=new), ref.A(x)) < 1e-6  # per-call keyword, as deepinv
+    assert torch.equal(ours.fastsd_op.mask, new)
+    ours.update(mask=_mri_mask(2))
+    assert rel_err(ours.A(x), dinv.physics.MRI(mask=_mri_mask(2)).A(x)) < 1e-6
+
+    s2 = _smaps(4, seed=5)
+    ours = fi.MultiCoilMRI(mask=_mri_mask(), coil_maps=_smaps())
+    ours.update(coil_maps=s2)
+    assert rel_err(ours.A(x), dinv.physics.MultiCoilMRI(mask=_mri_mask(), coil_maps=s2).A(x)) < 1e-6
+
+    xi = _x((2,) + IMG, 16)
+    m2 = (torch.rand(IMG, generator=_gen(17)) > 0.3).float()
+    ours = fi.Inpainting(IMG, mask=torch.ones(IMG))
+    ours.update(mask=m2)
+    assert rel_err(ours.A(xi), xi * m2) == 0
+
+    f2 = dinv.physics.functional.gaussian_blur(sigma=(1.3, 1.3))
+    ours = fi.BlurFFT(IMG, filter=_blur_filter())
+    ours.update(filter=f2)
+    assert rel_err(ours.A(xi), dinv.physics.BlurFFT(IMG, filter=f2).A(xi)) < 1e-5
+
+    ours = fi.Downsampling(IMG, filter="avg", factor=2)
+    ours.update(factor=4)
+    ref = dinv.physics.Downsampling(IMG, filter=fi.deepinv_downsampling_filter("avg", 4), factor=4, padding="circular")
+    assert rel_err(ours.A(xi), ref.A(xi)) < 1e-5 and ours.A(xi).shape[-1] == 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="three_d"):
+        fi.MRI(mask=_mri_mask(), three_d=True)
+    with pytest.raises(ValueError, match="real and imaginary"):
+        fi.MRI(mask=torch.stack([_mri_mask(2), _mri_mask(3)])[None])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        fi.MRI(mask=0.5 * _mri_mask())
+    with pytest.raises(ValueError, match="circular"):
+        fi.Downsampling(IMG, filter="bicubic", factor=2, padding="reflect")
+    with pytest.raises(ValueError, match="filter must be one of"):
+        fi.Downsampling(IMG, filter="gaussian", factor=2)
+    with pytest.raises(ValueError, match="not a tensor"):
+        fi.Downsampling(IMG, filter="avg", factor=2).update(filter=torch.ones(1, 1, 2, 2) / 4)
+    with pytest.raises(ValueError, match="different kernels"):
+        fi.BlurFFT((2, 16, 16), filter=torch.rand(1, 2, 3, 3, generator=_gen(0)))
+    with pytest.raises(ValueError, match="filter is required"):
+        fi.BlurFFT(IMG)
+    with pytest.raises(ValueError, match="mask is required"):
+        fi.Inpainting(IMG)
+    with pytest.raises(ValueError, match="linear physics"):
+        fi.to_fastsd(dinv.physics.Physics(A=lambda x: x**2), torch.zeros(1))
+
+
+# -- Reconstructor --------------------------------------------------------------------------
+
+SDI = dict(T=2, K=2, small=True, seed=0)
+
+
+def test_reconstructor_mri_is_fastsd_solve():
+    n = 32  # the small U-Net pools 4 times
+    mask = equispaced_mask((n, n), 2, acs_lines=4)
+    x = _x((1, 2, n, n), 18)
+    physics = fi.MRI(mask=mask)
+    y = physics(x)
+    model = fi.SDIReconstructor(**SDI)
+    assert isinstance(model, dinv.models.Reconstructor)
+    with torch.no_grad():  # deepinv evaluation loops run without gradients; SDI trains inside anyway
+        got = model(y, physics)
+    op = FsMRI(mask)
+    want = solve(physics._y_in(y), op, "sdi", **SDI).x
+    assert got.shape == x.shape and torch.isfinite(got).all()
+    assert torch.allclose(got, want, rtol=0, atol=1e-6)
+    assert model.result_.info["preset"] == "mri" and model.result_.info["iterations"] == 4
+    # deepinv's own MRI physics becomes the same fused fastsd operator
+    got2 = fi.SDIReconstructor(**SDI)(y, dinv.physics.MRI(mask=mask))
+    assert torch.allclose(got2, want, rtol=0, atol=1e-6)
+    op2, _ = fi.to_fastsd(dinv.physics.MultiCoilMRI(mask=mask, coil_maps=torch.ones(2, n, n, dtype=torch.complex64)),
+                          torch.zeros(1, 2, 2, n, n))
+    assert isinstance(op2, FsMRI) and op2.n_coils == 2
+
+
+def test_reconstructor_generic_physics():
+    shape = (1, 1, 32, 32)
+    mask = (torch.rand(shape[1:], generator=_gen(19)) > 0.4).float()
+    x = _x(shape, 20).abs()
+    physics = dinv.physics.Inpainting(shape[1:], mask=mask)  # deepinv's class: the unfused adapter
+    y = physics(x)
+    op, y_fs = fi.to_fastsd(physics, y)
+    assert isinstance(op, fi.PhysicsOperator) and y_fs is y
+    got = fi.SDIReconstructor(preset="image", **SDI)(y, physics)
+    want = solve(y, FsInpainting(mask), "sdi", preset="image", **SDI).x
+    assert got.shape == shape
+    assert rel_err(got, want) < 1e-4
+    with pytest.raises(ValueError, match="unknown method"):
+        fi.SDIReconstructor(method="nope")
+
+
+# -- fastsd never needs deepinv -------------------------------------------------------------
+
+
+def test_fastsd_imports_without_deepinv():
+    code = (
+        "import sys; sys.modules['deepinv'] = None\n"  # makes `import deepinv` fail
+        "import fastsd, fastsd.api, fastsd.cli, fastsd.interop, fastsd.solvers\n"
+        "assert 'fastsd.interop.deepinv' not in sys.modules\n"
+        "try:\n"
+        "    import fastsd.interop.deepinv\n"
+        "except ImportError as e:\n"
+        "    assert 'fastsd[deepinv]' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('imported without deepinv')\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
