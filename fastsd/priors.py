@@ -86,13 +86,13 @@ class GaussianPriorDenoiser(nn.Module):
             raise ValueError(f"x has {x[0].numel()} elements per problem; the prior has {self.n}")
         dt = torch.float64 if x.dtype == torch.float64 else torch.float32
         s2 = _sigma_column(sigma, B, dt, x.device) ** 2
-        mu = self.mean.to(dt)
+        mu = self.mean.to(x.device, dt)
         r = x.reshape(B, -1).to(dt) - mu
         if self.full:
-            lam, U = self.lam.to(dt), self.U.to(dt)
+            lam, U = self.lam.to(x.device, dt), self.U.to(x.device, dt)
             out = mu + ((r @ U) * (lam / (lam + s2))) @ U.T
         else:
-            var = self.var.to(dt)
+            var = self.var.to(x.device, dt)
             out = mu + r * (var / (var + s2))
         return out.reshape(x.shape).to(x.dtype)
 

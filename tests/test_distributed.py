@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from fastsd import distributed as fdist
@@ -113,7 +114,9 @@ def test_directory_errors_and_name_clashes(tmp_path, capsys):
 
 def _torchrun(args, nproc=2, timeout=90):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", TRITON_INTERPRET=env.get("TRITON_INTERPRET", "1"))
+    env["OMP_NUM_THREADS"] = "1"
+    if not torch.cuda.is_available():  # interpreted Triton only without a GPU
+        env.setdefault("TRITON_INTERPRET", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "fastsd.cli", "reconstruct"] + args
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

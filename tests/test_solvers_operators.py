@@ -77,10 +77,15 @@ def _solve(method, opts, op, y, x_like, **extra):
     return fastsd.solve(y, op, method, **kw)
 
 
-def _same(a, b, device):
+def _same(a, b, device, method, other=None):
+    """Same seed, same result: bit-equal on CPU. On CUDA the networks' backward passes accumulate with
+    atomics (SkipNet's reflect padding and bilinear upsampling), which Adam amplifies, so for the
+    network-fitting solvers a rerun must only land far closer than a run with another seed."""
     if device.type == "cpu":
         assert torch.equal(a, b)
-    else:  # cuDNN/atomics may reorder sums
+    elif method in ("dip", "aseqdip") and other is not None:
+        assert (a - b).norm() < 0.1 * (a - other).norm()
+    else:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -94,10 +99,11 @@ def test_solver_runs_on_operator(method, opts, stochastic, opname, device):
     assert torch.isfinite(x).all()
     assert res.info["method"] == method and res.history["loss"]
     again = _solve(method, opts, op, y, x_like, seed=0).x
-    _same(x, again, device)
+    other = None
     if stochastic and not (method == "projdiff" and opname == "denoise"):  # noise-free ProjDiff returns y there
         other = _solve(method, opts, op, y, x_like, seed=1).x
         assert not torch.allclose(x, other)
+    _same(x, again, device, method, other)
 
 
 @pytest.mark.parametrize("method,opts,stochastic", SOLVERS, ids=[s[0] for s in SOLVERS])
