@@ -25,7 +25,7 @@ from typing import Callable  # noqa: E402
 import fastsd.functional.fidelity  # noqa: E402,F401  (registers fastsd::masked_fidelity)
 import fastsd.functional.mri  # noqa: E402,F401  (registers fastsd::mri_*)
 import fastsd.functional.noise  # noqa: E402,F401  (registers fastsd::noisy_input)
-from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph  # noqa: E402
+from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam  # noqa: E402
 from fastsd.nets.unet import UNet  # noqa: E402
 from fastsd.ops.coils import birdcage_maps  # noqa: E402
 from fastsd.ops.masks import equispaced_mask  # noqa: E402
@@ -199,7 +199,7 @@ def elementwise_op_cases(shape: tuple, device, size: str) -> list[OpCase]:
 def sdi_step(p: dict, net: torch.nn.Module, *, graphed: bool, resample_noise: bool = False, B: int | None = None,
              vectorize: bool = False, lr: float = 1e-3, tv_weight: float = 1e-4, warmup: int = 3):
     """An SDI inner step on MRI problem ``p`` for B problems (default p's batch), as the solver
-    builds it: BatchedNet of copies of ``net``, Adam (capturable when graphed), loss
+    builds it: BatchedNet of copies of ``net``, Adam (fused + capturable when graphed), loss
     ``sqrt(‖M(FSx − y)‖²) + tv_weight · TV(x)`` through the fused fidelity op. With
     ``resample_noise=False`` (solver default) the noisy input is drawn once here and the step has
     no RNG work. Returns ``(runner, inner)``; ``runner.run(1)`` is one step."""
@@ -209,7 +209,7 @@ def sdi_step(p: dict, net: torch.nn.Module, *, graphed: bool, resample_noise: bo
         y = y[:1].expand(B, *y.shape[1:]).contiguous()
     dev = y.device
     bnet = BatchedNet([net] * B, vectorize=vectorize).to(dev)
-    opt = torch.optim.Adam(bnet.parameters(), lr=lr, capturable=graphed)
+    opt = graph_safe_adam(bnet.parameters(), lr, dev) if graphed else torch.optim.Adam(bnet.parameters(), lr=lr)
     H, W = op.img_size
     x_hat = torch.randn(B, 2, H, W, generator=torch.Generator().manual_seed(1)).to(dev)
     sigma = torch.tensor(0.3, device=dev)

@@ -67,7 +67,7 @@ METHODS = {
     "step": "One SDI inner step as the solver builds it for MRI (x_in = x_hat + sigma*eps fixed for the noise "
             "level unless resample_noise; U-Net forward; loss sqrt(||M(FSx-y)||^2) + 1e-4 TV through the fused "
             "fidelity op; backward; Adam lr 1e-3). reference-eager: eager with use_backend('reference'); "
-            "fused-eager: eager with the fused ops; fused-graph: StepGraph (CUDA graph replay, capturable Adam). "
+            "fused-eager: eager with the fused ops; fused-graph: StepGraph (CUDA graph replay, fused capturable Adam; the eager steps use the default foreach Adam). "
             "net-fwd-bwd-*: the same BatchedNet forward on a fixed input plus backward with a fixed upstream "
             "gradient, no operator/loss/noise/optimizer, eager or graphed. non_network_s = step median - "
             "net-fwd-bwd median of the same execution mode (eager for eager steps, graph for the graphed "

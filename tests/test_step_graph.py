@@ -46,6 +46,29 @@ def test_batched_net_equals_separate_networks(vectorize):
         BatchedNet([nets[0], UNet(2, 3, width=8, depth=2)])
 
 
+def test_channels_last_layout_keeps_the_arithmetic():
+    """NHWC weights (the CUDA default) give the same outputs and gradients as NCHW, each problem's
+    weight and gradient slice is channels-last, and moving the module keeps the layout."""
+    nets = [UNet(2, 3, width=4, depth=2, seed=s) for s in range(2)]
+    x = torch.randn(2, 2, 17, 19, dtype=torch.float64)
+    nchw, nhwc = (BatchedNet(nets, channels_last=c).double() for c in (False, True))
+    outs = []
+    for net in (nchw, nhwc):
+        out = net(x)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-12)
+    conv = [k for k, v in nhwc.params.items() if v.dim() == 5]
+    assert conv
+    for k in conv:
+        w, g = nhwc.params[k], nhwc.params[k].grad
+        assert w[1].is_contiguous(memory_format=torch.channels_last)
+        assert w.shape[-1] == 1 or not w[1].is_contiguous()  # 1x1 kernels are both
+        assert g.stride() == w.stride()
+        torch.testing.assert_close(g, nchw.params[k].grad, rtol=1e-10, atol=1e-12)
+    assert all(v[0].is_contiguous() for v in nchw.params.values())
+
+
 @pytest.mark.parametrize("resample", [True, False])
 def test_eager_step_equals_hand_written_step(resample):
     x, mask = _problem(B=1)

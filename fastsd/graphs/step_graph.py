@@ -40,6 +40,15 @@ except ImportError:  # pragma: no cover - profiling is optional
 __all__ = ["BatchedNet", "SDIStep", "StepGraph"]
 
 
+def graph_safe_adam(params, lr: float, device) -> torch.optim.Adam:
+    """Adam as every solver builds it. On CUDA: state and step counters on the device (capturable,
+    so a CUDA graph can replay the step) and one fused multi-tensor kernel per update (fused: for
+    the paper's U-Net the foreach update is several passes over 31 M parameters). Eager and
+    captured steps share it, so both do the same arithmetic. On CPU: the default implementation."""
+    cuda = torch.device(device).type == "cuda"
+    return torch.optim.Adam(params, lr=lr, capturable=cuda, fused=True if cuda else None)
+
+
 class BatchedNet(nn.Module):
     """B independent networks with one architecture, evaluated as one batched call.
 
@@ -53,11 +62,15 @@ class BatchedNet(nn.Module):
     arithmetic is exactly that of a separate run. ``vectorize=True`` runs them as one
     ``vmap`` call instead (grouped convolutions: fewer, larger kernels; results then differ from
     separate runs in the last bits).
+
+    ``channels_last`` (default: on CUDA) keeps 2D convolution weights and activations in NHWC, the
+    layout of cuDNN's fastest kernels: without it cuDNN transposes every tensor around every
+    convolution (measured 1.5x on the paper U-Net's forward + backward at 256x256 on an H100).
     """
 
-    def __init__(self, nets: list[nn.Module], vectorize: bool = False):
+    def __init__(self, nets: list[nn.Module], vectorize: bool = False, channels_last: bool | None = None):
         super().__init__()
-        self.vectorize = vectorize
+        self.vectorize, self.channels_last = vectorize, channels_last
         if not nets:
             raise ValueError("BatchedNet needs at least one network")
         template = copy.deepcopy(nets[0])
@@ -70,7 +83,8 @@ class BatchedNet(nn.Module):
                 raise ValueError("BatchedNet: all networks must have the same architecture")
         self.n = len(nets)
         self.params = {
-            name: torch.stack([dict(net.named_parameters())[name].detach() for net in nets]).requires_grad_(True)
+            name: self._layout(torch.stack([dict(net.named_parameters())[name].detach() for net in nets]))
+            .requires_grad_(True)
             for name in names
         }
         self.buffers_ = {
@@ -86,12 +100,24 @@ class BatchedNet(nn.Module):
         return sum(p[0].numel() for p in self.params.values())
 
     def _apply(self, fn, recurse=True):  # .to(device/dtype) moves the stacked tensors too
-        self.params = {k: fn(v.detach()).requires_grad_(True) for k, v in self.params.items()}
+        self.params = {k: self._layout(fn(v.detach())).requires_grad_(True) for k, v in self.params.items()}
         self.buffers_ = {k: fn(v) for k, v in self.buffers_.items()}
         return self
 
+    def _nhwc(self, t: torch.Tensor) -> bool:
+        return self.channels_last if self.channels_last is not None else t.is_cuda
+
+    def _layout(self, p: torch.Tensor) -> torch.Tensor:
+        """Stacked 2D conv weights (B, O, I, kh, kw) laid out so that each p[b] is channels-last."""
+        if p.dim() == 5 and self._nhwc(p):
+            return p.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        return p
+
     def _one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.template, (params, buffers), (x.unsqueeze(0),)).squeeze(0)
+        x = x.unsqueeze(0)
+        if x.dim() == 4 and self._nhwc(x):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return functional_call(self.template, (params, buffers), (x,)).squeeze(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != self.n:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fastsd.functional.noise import gaussian_noise
-from fastsd.graphs.step_graph import BatchedNet
+from fastsd.graphs.step_graph import BatchedNet, graph_safe_adam
 from fastsd.nets.skip import SkipNet, max_depth
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.ddgm import initial_estimate
@@ -136,8 +136,7 @@ class DIP(SeedSolver):
         return BatchedNet(nets).to(device=pb.device, dtype=pb.dtype)
 
     def _optimizer(self, params, device: torch.device) -> torch.optim.Adam:
-        # capturable on every CUDA run, so the eager and the graphed path do the same arithmetic
-        return torch.optim.Adam(params, lr=self.lr, capturable=device.type == "cuda")
+        return graph_safe_adam(params, self.lr, device)
 
     def _early_stopping(self) -> ESWMV | None:
         return ESWMV(self.es_window, self.es_patience) if self.early_stop else None

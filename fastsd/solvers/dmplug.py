@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from fastsd.graphs.step_graph import graph_safe_adam
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.diffusion import (
     ESWMV,
@@ -79,7 +80,7 @@ class DMPlug(SeedSolver):
         pb = self.problem(y, op)
         graphed = graph_enabled(self.use_graph, pb.device)
         z = pb.randn().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=self.lr, capturable=pb.device.type == "cuda")
+        opt = graph_safe_adam([z], self.lr, pb.device)
         trace = _Trace(self.iterations, pb.batch, pb.net_shape, pb.device, pb.dtype)
 
         def step():

@@ -32,7 +32,7 @@ import time
 import torch
 from torch import nn
 
-from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
+from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.schedules import sdi_sigmas
@@ -256,7 +256,7 @@ class SelfDiffusion:
 
         graphed = self.use_graph if self.use_graph is not None else dev.type == "cuda"
         # Capturable Adam on every CUDA run, so the eager and the graphed path do the same arithmetic.
-        opt = torch.optim.Adam(bnet.parameters(), lr=float(cfg["lr"]), capturable=dev.type == "cuda")
+        opt = graph_safe_adam(bnet.parameters(), float(cfg["lr"]), dev)
         sigmas = sdi_sigmas(T, cfg["beta_start"], cfg["beta_end"], cfg["schedule_factor"], device=dev, dtype=dtype)
         if cfg["no_noise"]:
             sigmas = torch.zeros_like(sigmas)
