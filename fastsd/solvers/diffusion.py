@@ -314,7 +314,13 @@ class SeedSolver:
         self.seed, self.device, self.dtype = int(seed), device, dtype
 
     def problem(self, y, op) -> Problem:
-        return Problem(y, op, device=self.device, dtype=self.dtype, seed=self.seed)
+        """The problem on the solver's device; a module denoiser (prior) moves there with it, once,
+        so that no host-device copy happens inside a step (or a CUDA graph capture)."""
+        pb = Problem(y, op, device=self.device, dtype=self.dtype, seed=self.seed)
+        denoiser = getattr(self, "denoiser", None)
+        if isinstance(denoiser, nn.Module):
+            denoiser.to(pb.device)
+        return pb
 
     def __call__(self, y, op, **kw):
         return self.solve(y, op, **kw)
