@@ -63,7 +63,7 @@ class BatchedNet(nn.Module):
     ``vmap`` call instead (grouped convolutions: fewer, larger kernels; results then differ from
     separate runs in the last bits).
 
-    ``channels_last`` (default: on CUDA) keeps 2D convolution weights and activations in NHWC, the
+    ``channels_last`` (default: on CUDA; never with ``vectorize``) keeps 2D convolution weights and activations in NHWC, the
     layout of cuDNN's fastest kernels: without it cuDNN transposes every tensor around every
     convolution (measured 1.5x on the paper U-Net's forward + backward at 256x256 on an H100).
     """
@@ -105,6 +105,8 @@ class BatchedNet(nn.Module):
         return self
 
     def _nhwc(self, t: torch.Tensor) -> bool:
+        if self.vectorize:  # vmap's batched conv backward gets channels-last weight gradients wrong
+            return False
         return self.channels_last if self.channels_last is not None else t.is_cuda
 
     def _layout(self, p: torch.Tensor) -> torch.Tensor:
@@ -114,14 +116,13 @@ class BatchedNet(nn.Module):
         return p
 
     def _one(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(0)
-        if x.dim() == 4 and self._nhwc(x):
-            x = x.contiguous(memory_format=torch.channels_last)
-        return functional_call(self.template, (params, buffers), (x,)).squeeze(0)
+        return functional_call(self.template, (params, buffers), (x.unsqueeze(0),)).squeeze(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != self.n:
             raise ValueError(f"BatchedNet holds {self.n} networks but got a batch of {x.shape[0]}")
+        if x.dim() == 4 and self._nhwc(x):  # each problem's slice x[b] is then NHWC too
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.vectorize and self.n > 1:
             return vmap(self._one)(self.params, self.buffers_, x)
         outs = []
