@@ -547,7 +547,10 @@ def environment(device: torch.device) -> dict:
         triton_version = triton.__version__
     except Exception:  # noqa: BLE001
         triton_version = None
-    status = _git("status", "--porcelain")
+    # A copy of the tree without its git history (e.g. on a remote GPU machine) names its commit in
+    # FASTSD_COMMIT; whether that copy was clean is then unknown here.
+    given = os.environ.get("FASTSD_COMMIT")
+    status = None if given else _git("status", "--porcelain")
     env = dict(
         device=device.type,
         gpu_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -555,7 +558,8 @@ def environment(device: torch.device) -> dict:
         triton=triton_version,
         cuda=torch.version.cuda,
         cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        commit=_git("rev-parse", "HEAD"),
+        commit=given or _git("rev-parse", "HEAD"),
+        commit_source="FASTSD_COMMIT" if given else "git",
         dirty=None if status is None else bool(status),
         date=_dt.date.today().isoformat(),
         timestamp=_dt.datetime.now().isoformat(timespec="seconds"),
