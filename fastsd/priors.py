@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsd.solvers.diffusion import EDMPrecond, from_net, to_net
+from fastsd.solvers.diffusion import EDMPrecond, from_net, sigma_tensor, to_net
 
 __all__ = [
     "GaussianPriorDenoiser",
@@ -33,7 +33,7 @@ __all__ = [
 
 def _sigma_column(sigma, batch: int, dtype, device) -> torch.Tensor:
     """sigma as a (B, 1) tensor."""
-    s = torch.as_tensor(sigma, dtype=dtype, device=device).reshape(-1, 1)
+    s = sigma_tensor(sigma, dtype, device).reshape(-1, 1)
     if s.shape[0] not in (1, batch):
         raise ValueError(f"sigma must be a scalar or have one entry per problem ({batch}), got {s.shape[0]}")
     return s.expand(batch, 1)

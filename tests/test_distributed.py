@@ -138,7 +138,7 @@ def _check_sharded_run(tmp_path, names, out, r, world, device):
     # a file's result does not depend on the rank or the world size
     single = tmp_path / "single"
     assert main(["reconstruct", str(tmp_path / "in" / names[1]), "--task", "mri", "--out", str(single)]
-                + FAST[:-2] + ["--device", device]) == 0
+                + FAST[:-2] + ["--device", device, "--small"]) == 0
     np.testing.assert_allclose(np.load(out / "scan1" / "reconstruction.npy"), np.load(single / "reconstruction.npy"),
                                rtol=0, atol=1e-5)
 
@@ -158,8 +158,8 @@ def test_torchrun_two_ranks_cuda(tmp_path):
 
     names = _scans(tmp_path / "in", 4)
     out = tmp_path / "out"
-    r = _torchrun([str(tmp_path / "in"), "--task", "mri", "--out", str(out)] + FAST[:-2] + ["--device", "cuda"],
-                  timeout=300)
+    args = [str(tmp_path / "in"), "--task", "mri", "--out", str(out)] + FAST[:-2] + ["--device", "cuda", "--small"]
+    r = _torchrun(args, timeout=300)
     _check_sharded_run(tmp_path, names, out, r, 2, "cuda")
     backend = json.loads((out / "summary.json").read_text())["backend"]
     assert backend == ("nccl" if torch.cuda.device_count() >= 2 else "gloo")

@@ -35,6 +35,7 @@ __all__ = [
     "denoise_vp",
     "ddim_step",
     "karras_sigmas",
+    "sigma_tensor",
     "edm_coefficients",
     "EDMPrecond",
     "ESWMV",
@@ -228,6 +229,14 @@ def karras_sigmas(n: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0
     return [float((a + i / (n - 1) * (b - a)) ** rho) for i in range(int(n))]
 
 
+def sigma_tensor(sigma, dtype, device) -> torch.Tensor:
+    """``sigma`` (a number or a tensor) as a 1D tensor on ``device``. A number becomes a device
+    fill, not a host-to-device copy, so a denoiser call stays legal inside a CUDA graph capture."""
+    if isinstance(sigma, torch.Tensor):
+        return sigma.to(dtype=dtype, device=device).reshape(-1)
+    return torch.full((1,), float(sigma), dtype=dtype, device=device)
+
+
 def edm_coefficients(sigma, sigma_data: float = 0.5):
     """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` for noise level ``sigma``."""
     sigma = torch.as_tensor(sigma)
@@ -244,7 +253,7 @@ class EDMPrecond(nn.Module):
         self.net, self.sigma_data = net, float(sigma_data)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        sigma = sigma_tensor(sigma, x.dtype, x.device)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
         view = (-1,) + (1,) * (x.ndim - 1)
