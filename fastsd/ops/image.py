@@ -129,10 +129,27 @@ def _as_complex(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(buf.to(like.dtype).contiguous())
 
 
+class CheckedOperator(LinearOperator):
+    """An operator whose images and measurements pass one hook, ``_check(name, t)`` (name ``"x"``
+    or ``"y"``); measurements must also be finite."""
+
+    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_input(self, x):
+        return self._check("x", x)
+
+    def check_measurement(self, y, finite: bool = True):
+        self._check("y", y)
+        if finite:
+            check_measurement_finite(self, "y", y)
+        return y
+
+
 # -- inpainting and denoising -----------------------------------------------------------------
 
 
-class Inpainting(LinearOperator):
+class Inpainting(CheckedOperator):
     """A x = m ⊙ x with a binary mask ``m`` (1 = observed pixel).
 
     ``mask`` has shape (H, W), (C, H, W) or (B, C, H, W); leading sizes of 1 broadcast. Because
@@ -161,15 +178,6 @@ class Inpainting(LinearOperator):
                 raise ValueError(f"mask of shape {tuple(m.shape)} does not match {name} of shape {tuple(t.shape)} "
                                  f"(dimension {dim})")
         return t
-
-    def check_input(self, x):
-        return self._check("x", x)
-
-    def check_measurement(self, y, finite: bool = True):
-        self._check("y", y)
-        if finite:
-            check_measurement_finite(self, "y", y)
-        return y
 
     def _m(self, like: torch.Tensor) -> torch.Tensor:
         m = self.mask.to(like.dtype)
@@ -212,7 +220,7 @@ class Inpainting(LinearOperator):
         return x * (1 - m) + m * y
 
 
-class Denoise(LinearOperator):
+class Denoise(CheckedOperator):
     """The identity (denoising: y = x + noise). Accepts real tensors of any shape (B, ...)."""
 
     def _check(self, name, t):
@@ -220,15 +228,6 @@ class Denoise(LinearOperator):
         if t.ndim < 1:
             raise ValueError(f"{name} must have a batch dimension, got a scalar")
         return t
-
-    def check_input(self, x):
-        return self._check("x", x)
-
-    def check_measurement(self, y, finite: bool = True):
-        self._check("y", y)
-        if finite:
-            check_measurement_finite(self, "y", y)
-        return y
 
     def forward(self, x):
         return self.check_input(x)
@@ -321,7 +320,7 @@ def _centred_taps(kernel: torch.Tensor):
     return torch.arange(kh) - kh // 2, torch.arange(kw) - kw // 2
 
 
-class Blur(LinearOperator):
+class Blur(CheckedOperator):
     """Circular convolution y = k ⊛ x, applied per channel in Fourier.
 
     ``kernel`` (kh, kw) is centred at element (kh // 2, kw // 2); taps reaching beyond the image
@@ -342,14 +341,8 @@ class Blur(LinearOperator):
         self.register_buffer("kernel", kernel.detach().clone())
         self.register_buffer("transfer", transfer.to(kernel.device))
 
-    def check_input(self, x):
-        return _check_image(self, "x", x, self.img_size, self.transfer.device, FFT_DTYPES)
-
-    def check_measurement(self, y, finite: bool = True):
-        _check_image(self, "y", y, self.img_size, self.transfer.device, FFT_DTYPES)
-        if finite:
-            check_measurement_finite(self, "y", y)
-        return y
+    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        return _check_image(self, name, t, self.img_size, self.transfer.device, FFT_DTYPES)
 
     def _filter(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(x) * t, s=self.img_size)
@@ -424,7 +417,7 @@ def bicubic_kernel(factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     return w / w.sum(), d.long()
 
 
-class Downsample(LinearOperator):
+class Downsample(CheckedOperator):
     """Super-resolution: y = (h ⊛ x)[::f, ::f] with circular filtering.
 
     ``filter='avg'``: low-res pixel i is the mean of the f × f block starting at f·i (as
@@ -473,14 +466,9 @@ class Downsample(LinearOperator):
         self.register_buffer("transfer", torch.view_as_real(full[:, : W // 2 + 1]).to(dtype))
         self.register_buffer("alias", alias[:, : W // f // 2 + 1].to(dtype))
 
-    def check_input(self, x):
-        return _check_image(self, "x", x, self.img_size, self.transfer.device, FFT_DTYPES)
-
-    def check_measurement(self, y, finite: bool = True):
-        _check_image(self, "y", y, self.low_size, self.transfer.device, FFT_DTYPES)
-        if finite:
-            check_measurement_finite(self, "y", y)
-        return y
+    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        size = self.low_size if name == "y" else self.img_size
+        return _check_image(self, name, t, size, self.transfer.device, FFT_DTYPES)
 
     def _down(self, x):
         t = _as_complex(self.transfer, x)

@@ -14,8 +14,7 @@ import torch
 
 from fastsd._checks import check_finite, check_tensor
 from fastsd.functional.fidelity import residual_loss
-from fastsd.ops.base import LinearOperator
-from fastsd.ops.image import _gamma, check_measurement_finite
+from fastsd.ops.image import CheckedOperator, _gamma
 
 __all__ = ["MatrixOp", "compressed_sensing_matrix", "radar_steering_matrix"]
 
@@ -23,7 +22,7 @@ _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 _CACHE_SIZE = 32
 
 
-class MatrixOp(LinearOperator):
+class MatrixOp(CheckedOperator):
     """A x for a dense real or complex (m, n) ``matrix``.
 
     With a complex matrix the unknown is complex by default. ``real_input=True`` declares a real
@@ -53,7 +52,8 @@ class MatrixOp(LinearOperator):
             return (torch.float32, torch.float64)
         return (torch.complex64, torch.complex128)
 
-    def _check(self, name: str, t: torch.Tensor, domain: bool) -> torch.Tensor:
+    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        domain = name != "y"  # an image-domain tensor (x, x0, ...) or the measurement
         check_tensor(name, t, ndim=2, device=self.matrix.device)
         if domain and not self.real_input and not t.is_complex():
             raise ValueError(f"{name} has dtype {t.dtype} but this operator's matrix is complex "
@@ -65,17 +65,8 @@ class MatrixOp(LinearOperator):
                              f"{self.matrix.shape[0]} x {self.matrix.shape[1]} matrix")
         return t
 
-    def check_input(self, x):
-        return self._check("x", x, True)
-
-    def check_measurement(self, y, finite: bool = True):
-        self._check("y", y, False)
-        if finite:
-            check_measurement_finite(self, "y", y)
-        return y
-
     def _pair(self, x, y, xname="x"):
-        self._check(xname, x, True)
+        self._check(xname, x)
         self.check_measurement(y)
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"{xname} has batch size {x.shape[0]} but y has {y.shape[0]}")
