@@ -6,7 +6,8 @@
   (:func:`gaussian_posterior`, :func:`operator_posterior`), so solver outputs can be checked exactly.
 * :class:`TinyDenoiser` and :func:`train_denoiser` — a small convolutional denoiser (EDM
   preconditioning) and a short training loop on scikit-image's bundled images, for demos and tests
-  where no pretrained network is at hand.
+  where no pretrained network is at hand; :func:`save_denoiser` / :func:`load_denoiser` keep one in
+  a checkpoint file (``fastsd train-denoiser`` writes one).
 
 All denoisers take ``x`` in the solvers' network layout (real ``(B, C, *spatial)``; any shape with
 ``B`` leading works for the Gaussian prior) and ``sigma`` as a float, a 0-d tensor or a (B,) tensor.
@@ -28,6 +29,8 @@ __all__ = [
     "operator_posterior",
     "TinyDenoiser",
     "train_denoiser",
+    "save_denoiser",
+    "load_denoiser",
 ]
 
 
@@ -253,5 +256,69 @@ def train_denoiser(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return model.eval(), losses
+
+
+_CHECKPOINT_FORMAT = "fastsd.TinyDenoiser"
+_CHECKPOINT_VERSION = 1
+
+
+def _tiny_config(model: TinyDenoiser) -> dict:
+    """The constructor arguments of ``model``, read off its layers."""
+    convs = [m for m in model.net.body if isinstance(m, nn.Conv2d)]
+    return {"channels": int(model.channels), "width": int(convs[0].out_channels), "depth": len(convs),
+            "sigma_data": float(model.sigma_data)}
+
+
+def save_denoiser(model: TinyDenoiser, path, info: dict | None = None) -> None:
+    """Write ``model`` to ``path`` (``torch.save``): its constructor config, its weights (CPU) and
+    ``info`` (e.g. training settings; plain numbers/strings only). Only plain dicts, numbers,
+    strings and tensors are stored, so :func:`load_denoiser` reads it with ``weights_only=True``."""
+    if not isinstance(model, TinyDenoiser):
+        raise ValueError(f"save_denoiser saves a TinyDenoiser, got {type(model).__name__}")
+    for k, v in (info or {}).items():
+        if not isinstance(k, str) or not (v is None or isinstance(v, (bool, int, float, str))):
+            raise ValueError(f"info must map names to numbers or strings; {k!r} is {type(v).__name__}")
+    ckpt = {
+        "format": _CHECKPOINT_FORMAT,
+        "version": _CHECKPOINT_VERSION,
+        "config": _tiny_config(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "info": dict(info or {}),
+    }
+    torch.save(ckpt, path)
+
+
+def load_denoiser(path, device: torch.device | str | None = None) -> TinyDenoiser:
+    """The :class:`TinyDenoiser` saved by :func:`save_denoiser` at ``path`` (eval mode, on ``device``,
+    default CPU). Raises ValueError naming the file when it is missing or not such a checkpoint.
+    The training ``info`` is attached as ``model.info``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of every kind: a corrupt or foreign file
+        raise ValueError(f"{path}: not a readable denoiser checkpoint ({type(e).__name__}: corrupt, or not "
+                         f"written by fastsd train-denoiser / save_denoiser)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a fastsd denoiser checkpoint (write one with fastsd train-denoiser)")
+    if ckpt.get("version") != _CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint version {ckpt.get('version')!r} (expected {_CHECKPOINT_VERSION})")
+    cfg, state = ckpt.get("config"), ckpt.get("state_dict")
+    keys = ("channels", "width", "depth", "sigma_data")
+    if not isinstance(cfg, dict) or set(cfg) != set(keys) or not isinstance(state, dict):
+        raise ValueError(f"{path}: damaged checkpoint (config must hold {', '.join(keys)}, plus a state_dict)")
+    try:
+        model = TinyDenoiser(int(cfg["channels"]), int(cfg["width"]), int(cfg["depth"]), float(cfg["sigma_data"]))
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0][:200]
+        raise ValueError(f"{path}: damaged checkpoint ({reason})") from None
+    model.info = dict(ckpt.get("info") or {})
+    return model.to(device if device is not None else "cpu").eval()

@@ -117,3 +117,208 @@ def test_console_script_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import sys; from fastsd.cli import main; sys.exit(main())",
                            "reconstruct", str(tmp_path / "nope.png")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().endswith("no such file") and "Traceback" not in proc.stderr
+
+
+# -- other solvers and the trained denoiser prior ------------------------------------------------
+
+TRAIN = ["--steps", "3", "--width", "8", "--depth", "3", "--patch", "16", "--batch-size", "2", "--seed", "5",
+         "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def denoiser_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prior") / "denoiser.pt"
+    assert main(["train-denoiser", "--out", str(path)] + TRAIN) == 0
+    return path
+
+
+def _gray_npy(path, size=16, seed=0):
+    np.save(path, np.random.default_rng(seed).random((size, size)).astype(np.float32))
+    return path
+
+
+def _exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse errors
+        return e.code
+
+
+def test_train_denoiser_checkpoint_matches_library_training(tmp_path, capsys):
+    from fastsd.priors import TinyDenoiser, load_denoiser, train_denoiser
+
+    out = tmp_path / "sub" / "d.pt"
+    assert main(["train-denoiser", "--out", str(out)] + TRAIN) == 0
+    printed = capsys.readouterr().out
+    ref, losses = train_denoiser(channels=1, width=8, depth=3, steps=3, patch=16, batch_size=2, seed=5)
+    assert f"final loss {losses[-1]:.4g}" in printed
+    raw = torch.load(out, weights_only=True)  # plain content only
+    assert raw["config"] == {"channels": 1, "width": 8, "depth": 3, "sigma_data": 0.5}
+    assert raw["info"]["steps"] == 3 and raw["info"]["final_loss"] == pytest.approx(losses[-1])
+    model = load_denoiser(out)
+    assert isinstance(model, TinyDenoiser) and not model.training
+    x = torch.randn(2, 1, 12, 10, generator=torch.Generator().manual_seed(1))
+    fresh = TinyDenoiser(1, 8, 3)  # an untrained net differs: the comparison can fail
+    with torch.no_grad():
+        for sigma in (0.05, 1.0, torch.tensor([0.3, 7.0])):
+            torch.testing.assert_close(model(x, sigma), ref(x, sigma), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(fresh(x, 1.0), ref(x, 1.0), atol=1e-3)
+
+
+def test_save_load_denoiser_round_trip_and_errors(tmp_path):
+    from fastsd.priors import TinyDenoiser, load_denoiser, save_denoiser
+
+    torch.manual_seed(0)
+    net = TinyDenoiser(3, 4, 2, sigma_data=0.3)
+    save_denoiser(net, tmp_path / "rgb.pt", {"note": "x"})
+    back = load_denoiser(tmp_path / "rgb.pt")
+    assert back.channels == 3 and back.sigma_data == 0.3 and back.info == {"note": "x"}
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, 0.5), net(x, 0.5), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no such file"):
+        load_denoiser(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable denoiser checkpoint"):
+        load_denoiser(tmp_path / "junk.pt")
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a fastsd denoiser checkpoint"):
+        load_denoiser(tmp_path / "foreign.pt")
+    ck = torch.load(tmp_path / "rgb.pt", weights_only=True)
+    ck["config"]["width"] = 5  # weights no longer fit
+    torch.save(ck, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="damaged checkpoint"):
+        load_denoiser(tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="TinyDenoiser"):
+        save_denoiser(torch.nn.Linear(2, 2), tmp_path / "lin.pt")
+
+
+def test_reconstruct_dip_inpainting_png_matches_library(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    import fastsd
+    from fastsd.data import load_image
+    from fastsd.ops.image import Inpainting, random_pixel_mask
+
+    plt.imsave(tmp_path / "img.png", np.random.default_rng(2).random((16, 16)), cmap="gray")
+    out = tmp_path / "dip"
+    argv = ["reconstruct", str(tmp_path / "img.png"), "--task", "inpaint", "--gray", "--keep", "0.6",
+            "--method", "dip", "--iterations", "3", "--lr", "0.02", "--seed", "3", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert "DIP: PSNR" in capsys.readouterr().out
+    m = _metrics(out)
+    assert m["method"] == "dip" and "sdi" not in m and set(m["dip"]) == {"psnr", "ssim", "nmse"}
+    assert m["iterations"] == 3 and m["config"]["lr"] == 0.02 and m["config"]["seed"] == 3
+    x = load_image(tmp_path / "img.png", gray=True)
+    op = Inpainting(random_pixel_mask((16, 16), 0.6, seed=3))
+    ref = fastsd.solve(op(x), op, "dip", iterations=3, lr=0.02, seed=3, device="cpu")
+    np.testing.assert_allclose(np.load(out / "reconstruction.npy"), ref.x[0, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_reconstruct_dps_with_trained_denoiser_matches_library(tmp_path, denoiser_ckpt):
+    import fastsd
+    from fastsd.data import load_image
+    from fastsd.ops.image import Inpainting, random_pixel_mask
+    from fastsd.priors import load_denoiser
+
+    src = _gray_npy(tmp_path / "g.npy")
+    out = tmp_path / "dps"
+    assert main(["reconstruct", str(src), "--task", "inpaint", "--method", "dps", "--iterations", "4",
+                 "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(out)]) == 0
+    m = _metrics(out)
+    assert m["method"] == "dps" and m["config"]["steps"] == 4 and m["denoiser"] == str(denoiser_ckpt)
+    # the CLI solves in the denoiser's range [-1, 1]: x' = 2x - 1 from y' = 2y - A 1
+    x = load_image(src)
+    op = Inpainting(random_pixel_mask((16, 16), 0.5, seed=0))
+    y_signed = 2 * op(x) - op(torch.ones_like(x))
+    ref = fastsd.solve(y_signed, op, "dps", denoiser=load_denoiser(denoiser_ckpt), steps=4, seed=0, device="cpu")
+    np.testing.assert_allclose(np.load(out / "reconstruction.npy"), ((ref.x + 1) / 2)[0, 0].numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_reconstruct_projdiff_denoise_gets_noise_level_and_dir_summary(tmp_path, denoiser_ckpt):
+    d = tmp_path / "in"
+    d.mkdir()
+    _gray_npy(d / "a.npy", seed=1)
+    _gray_npy(d / "b.npy", seed=2)
+    out = tmp_path / "pd"
+    assert main(["reconstruct", str(d), "--task", "denoise", "--noise", "0.1", "--method", "projdiff",
+                 "--iterations", "3", "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(out)]) == 0
+    m = _metrics(out / "a")
+    assert m["method"] == "projdiff" and m["config"]["noise_level"] == pytest.approx(0.2)  # std in [-1, 1]
+    assert np.isfinite(np.load(out / "a" / "reconstruction.npy")).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "projdiff" and summary["n_failed"] == 0
+    assert all(r["method"] == "projdiff" and "psnr" in r["projdiff"] for r in summary["files"])
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--method", "unknown"], "invalid choice"),
+    (["--method", "dps"], "needs a denoiser prior: train one with 'fastsd train-denoiser"),
+    (["--method", "ddgm", "--denoiser", "{d}/missing.pt"], "missing.pt: no such file"),
+    (["--method", "dps", "--denoiser", "{d}/junk.pt"], "not a readable denoiser checkpoint"),
+    (["--method", "dip", "--denoiser", "{d}/junk.pt"], "uses no denoiser"),
+    (["--method", "dip", "--T", "3"], "--T applies to --method sdi only"),
+    (["--method", "dip", "--full"], "--small/--full applies to --method sdi only"),
+    (["--iterations", "5"], "--iterations does not apply to --method sdi"),
+    (["--method", "dps", "--lr", "0.1", "--denoiser", "{d}/junk.pt"], "--lr does not apply to --method dps"),
+    (["--method", "dip", "--iterations", "0"], "--iterations must be a positive integer"),
+])
+def test_method_option_errors_exit_2(tmp_path, capsys, argv, match):
+    _gray_npy(tmp_path / "g.npy")
+    (tmp_path / "junk.pt").write_bytes(b"this is not a checkpoint")
+    code = _exit_code(["reconstruct", str(tmp_path / "g.npy"), "--task", "inpaint", "--quiet", "--out",
+                       str(tmp_path / "o")] + [a.format(d=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("fastsd: error:") and err.count("\n") == 1 and "Traceback" not in err
+    assert match in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("task,extra,match", [
+    ("mri", ["--acs", "6", "--size", "32"], "cannot serve --task mri"),
+    ("inpaint", ["--rgb"], "the denoiser has 1 channel(s) but the image has 3: pass --gray"),
+])
+def test_denoiser_that_cannot_serve_the_task_exits_2(tmp_path, capsys, denoiser_ckpt, task, extra, match):
+    if extra == ["--rgb"]:
+        np.save(tmp_path / "g.npy", np.random.default_rng(0).random((3, 16, 16)).astype(np.float32))
+        extra = []
+    else:
+        _gray_npy(tmp_path / "g.npy")
+    code = _exit_code(["reconstruct", str(tmp_path / "g.npy"), "--task", task, "--method", "dps", "--iterations", "2",
+                       "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(tmp_path / "o")] + extra)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and match in err
+
+
+def test_train_denoiser_bad_options_exit_2(tmp_path, capsys):
+    for argv, match in ((["--steps", "0"], "--steps must be a positive integer"),
+                        (["--depth", "1"], "depth >= 2"),
+                        (["--channels", "2"], "invalid choice"),
+                        (["--patch", "4000"], "smaller than the patch size")):
+        code = _exit_code(["train-denoiser", "--out", str(tmp_path / "d.pt")] + argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and match in err, (argv, err)
+    assert not (tmp_path / "d.pt").exists()
+
+
+@pytest.mark.gpu
+def test_every_method_on_cuda(tmp_path):
+    """Each registered solver through the CLI on a GPU (CUDA graphs for dip/aseqdip/dmplug/unfolding),
+    with a denoiser trained on the GPU; each run must finish with a finite reconstruction."""
+    from fastsd.solvers import available_solvers
+
+    ckpt = tmp_path / "d.pt"
+    assert main(["train-denoiser", "--out", str(ckpt), "--steps", "50", "--width", "16", "--depth", "4",
+                 "--patch", "32", "--batch-size", "8", "--device", "cuda"]) == 0
+    src = _gray_npy(tmp_path / "g.npy", size=32)
+    for method in available_solvers():
+        extra = ["--T", "2", "--K", "3", "--small"] if method == "sdi" else ["--iterations", "20"]
+        if method not in ("sdi", "dip", "aseqdip"):
+            extra += ["--denoiser", str(ckpt)]
+        out = tmp_path / method
+        assert main(["reconstruct", str(src), "--task", "inpaint", "--method", method, "--device", "cuda",
+                     "--quiet", "--out", str(out)] + extra) == 0, method
+        m = _metrics(out)
+        assert m["method"] == method and m["config"]["device"].startswith("cuda"), method
+        assert np.isfinite(np.load(out / "reconstruction.npy")).all(), method
