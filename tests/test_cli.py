@@ -203,7 +203,8 @@ def test_reconstruct_dip_inpainting_png_matches_library(tmp_path, capsys):
     plt.imsave(tmp_path / "img.png", np.random.default_rng(2).random((16, 16)), cmap="gray")
     out = tmp_path / "dip"
     argv = ["reconstruct", str(tmp_path / "img.png"), "--task", "inpaint", "--gray", "--keep", "0.6",
-            "--method", "dip", "--iterations", "3", "--lr", "0.02", "--seed", "3", "--quiet", "--out", str(out)]
+            "--method", "dip", "--iterations", "3", "--lr", "0.02", "--seed", "3", "--quiet", "--out", str(out),
+            "--device", "cpu"]
     assert main(argv) == 0
     assert "DIP: PSNR" in capsys.readouterr().out
     m = _metrics(out)
@@ -224,7 +225,7 @@ def test_reconstruct_dps_with_trained_denoiser_matches_library(tmp_path, denoise
     src = _gray_npy(tmp_path / "g.npy")
     out = tmp_path / "dps"
     assert main(["reconstruct", str(src), "--task", "inpaint", "--method", "dps", "--iterations", "4",
-                 "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(out)]) == 0
+                 "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(out), "--device", "cpu"]) == 0
     m = _metrics(out)
     assert m["method"] == "dps" and m["config"]["steps"] == 4 and m["denoiser"] == str(denoiser_ckpt)
     # the CLI solves in the denoiser's range [-1, 1]: x' = 2x - 1 from y' = 2y - A 1
@@ -243,7 +244,7 @@ def test_reconstruct_projdiff_denoise_gets_noise_level_and_dir_summary(tmp_path,
     _gray_npy(d / "b.npy", seed=2)
     out = tmp_path / "pd"
     assert main(["reconstruct", str(d), "--task", "denoise", "--noise", "0.1", "--method", "projdiff",
-                 "--iterations", "3", "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(out)]) == 0
+                 "--iterations", "3", "--denoiser", str(denoiser_ckpt), "--quiet", "--out", str(out), "--device", "cpu"]) == 0
     m = _metrics(out / "a")
     assert m["method"] == "projdiff" and m["config"]["noise_level"] == pytest.approx(0.2)  # std in [-1, 1]
     assert np.isfinite(np.load(out / "a" / "reconstruction.npy")).all()
