@@ -4,6 +4,7 @@ which is how benchmarks time both paths side by side."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 
 import torch
@@ -22,6 +23,15 @@ def interpreter_enabled() -> bool:
 def use_triton(t: torch.Tensor) -> bool:
     """Whether a fused op on ``t`` should launch Triton kernels (CUDA tensors, backend not 'reference')."""
     return t.is_cuda and _state["backend"] != "reference"
+
+
+def implementation(t: torch.Tensor, kernels: str, reference):
+    """The module whose functions a fused op calls on ``t``: the launchers of
+    ``fastsd.kernels.<kernels>`` when :func:`use_triton` (imported on first use, so CPU-only runs
+    never load Triton kernels), else ``reference`` (same function names and semantics)."""
+    if use_triton(t):
+        return importlib.import_module(f"fastsd.kernels.{kernels}")
+    return reference
 
 
 def current_backend() -> str:

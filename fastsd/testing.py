@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TOLERANCE", "rel_err", "poisoned_like"]
+from fastsd.ops.base import LinearOperator
+
+__all__ = ["TOLERANCE", "rel_err", "poisoned_like", "MaskOp"]
 
 # Relative-error tolerance per input dtype for kernel-vs-reference comparisons.
 TOLERANCE = {
@@ -27,3 +29,18 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def poisoned_like(t: torch.Tensor) -> torch.Tensor:
     """An output buffer filled with NaN, so a kernel that skips an element is caught."""
     return torch.full_like(t, float("nan"))
+
+
+class MaskOp(LinearOperator):
+    """y = m * x with a mask broadcast over (B, C, H, W): a tiny operator independent of the fused
+    ones, for testing solvers and the step engine against hand-written loops."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return self.mask * x
+
+    def adjoint(self, y):
+        return self.mask * y

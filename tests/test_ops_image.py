@@ -27,14 +27,6 @@ from fastsd.testing import TOLERANCE, rel_err
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which costs 10-100x on a
-    shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # (name, builder(H, W, C) -> operator, image sizes); Downsample sizes are multiples of the factor

@@ -13,14 +13,6 @@ from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix, radar_steerin
 from fastsd.testing import rel_err
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which costs 10-100x on a
-    shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 ANGLES = torch.linspace(-60, 60, 61)

@@ -11,7 +11,7 @@ from fastsd.api import solve
 from fastsd.data import mri_slice
 from fastsd.functional.noise import noisy_input
 from fastsd.metrics import magnitude, psnr
-from fastsd.ops.base import LinearOperator
+from fastsd.testing import MaskOp
 from fastsd.ops.masks import equispaced_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix
 from fastsd.ops.mri import MRI
@@ -67,18 +67,6 @@ class Recorder(nn.Module):
         out = self.body(x)
         RECORD.append((x.detach().clone(), out.detach().clone()))
         return out
-
-
-class MaskOp(LinearOperator):
-    def __init__(self, mask):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, x):
-        return self.mask * x
-
-    def adjoint(self, y):
-        return self.mask * y
 
 
 @pytest.fixture

@@ -7,22 +7,8 @@ import torch
 from fastsd.functional.noise import noisy_input
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.nets import UNet
-from fastsd.ops.base import LinearOperator
+from fastsd.testing import MaskOp
 from fastsd.solvers.sdi import SelfDiffusion
-
-
-class MaskOp(LinearOperator):
-    """y = m * x with a per-problem mask (B, C, H, W): a tiny independent test operator."""
-
-    def __init__(self, mask):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, x):
-        return self.mask * x
-
-    def adjoint(self, y):
-        return self.mask * y
 
 
 def _problem(B=2, C=2, H=16, W=16, seed=0):

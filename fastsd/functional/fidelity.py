@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from fastsd._backend import use_triton
+from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
 from fastsd.reference import fidelity as _ref
 
@@ -22,22 +22,11 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _MASK_DTYPES = _DTYPES + (torch.bool, torch.uint8)
 
 
-def _impl():
-    if _impl.kernels is None:
-        from fastsd.kernels import fidelity as kernels
-
-        _impl.kernels = kernels
-    return _impl.kernels
-
-
-_impl.kernels = None
-
-
 @torch.library.custom_op("fastsd::masked_fidelity", mutates_args=())
 def _masked_fidelity_op(
     x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    fn = _impl().masked_fidelity if use_triton(x) else _ref.masked_fidelity
+    fn = implementation(x, "fidelity", _ref).masked_fidelity
     return fn(x, y, mask)
 
 

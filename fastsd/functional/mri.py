@@ -33,12 +33,7 @@ IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _impl(t: Tensor):
-    """Kernel launchers on CUDA (unless the reference backend is forced), else the reference."""
-    if _backend.use_triton(t):
-        from fastsd.kernels import mri_dc
-
-        return mri_dc
-    return _ref
+    return _backend.implementation(t, "mri_dc", _ref)
 
 
 def _w(lam: float) -> float:

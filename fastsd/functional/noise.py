@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from fastsd._backend import use_triton
+from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
 from fastsd.reference import noise as _ref
 
@@ -21,17 +21,6 @@ __all__ = ["noisy_input", "gaussian_noise"]
 
 _X_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.complex64)
 _SIGMA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-def _impl():
-    if _impl.kernels is None:
-        from fastsd.kernels import noise as kernels
-
-        _impl.kernels = kernels
-    return _impl.kernels
-
-
-_impl.kernels = None
 
 
 @torch.library.custom_op("fastsd::noisy_input", mutates_args=())
@@ -43,7 +32,7 @@ def _noisy_input_op(
     scale: Optional[torch.Tensor],
     scale_value: float,
 ) -> torch.Tensor:
-    fn = _impl().noisy_input if use_triton(x) else _ref.noisy_input
+    fn = implementation(x, "noise", _ref).noisy_input
     return fn(x, sigma, seed, step, scale, scale_value)
 
 
@@ -74,7 +63,7 @@ _noisy_input_op.register_autograd(_backward_noisy, setup_context=_setup_noisy)
 
 @torch.library.custom_op("fastsd::gaussian_noise", mutates_args=())
 def _gaussian_noise_op(like: torch.Tensor, seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    fn = _impl().gaussian_noise if use_triton(like) else _ref.gaussian_noise
+    fn = implementation(like, "noise", _ref).gaussian_noise
     return fn(like, seed, step)
 
 
