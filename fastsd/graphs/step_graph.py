@@ -66,13 +66,21 @@ class BatchedNet(nn.Module):
     ``channels_last`` (default: on CUDA; never with ``vectorize``) keeps 2D convolution weights and activations in NHWC, the
     layout of cuDNN's fastest kernels: without it cuDNN transposes every tensor around every
     convolution (measured 1.5x on the paper U-Net's forward + backward at 256x256 on an H100).
+
+    ``shared=True`` takes one network (``nets == [net]``) for a batch of any size: the slices of
+    one scan train one set of weights, each step runs the network once on the whole batch (large
+    convolutions, one optimiser update for all slices) and BatchNorm takes its statistics over
+    the batch.
     """
 
-    def __init__(self, nets: list[nn.Module], vectorize: bool = False, channels_last: bool | None = None):
+    def __init__(self, nets: list[nn.Module], vectorize: bool = False, channels_last: bool | None = None,
+                 shared: bool = False):
         super().__init__()
-        self.vectorize, self.channels_last = vectorize, channels_last
+        self.vectorize, self.channels_last, self.shared = vectorize, channels_last, shared
         if not nets:
             raise ValueError("BatchedNet needs at least one network")
+        if shared and len(nets) != 1:
+            raise ValueError(f"BatchedNet(shared=True) takes one network, got {len(nets)}")
         template = copy.deepcopy(nets[0])
         replace_all_batch_norm_modules_(template)  # batch statistics only, nothing mutated per call
         template.train()
@@ -119,10 +127,14 @@ class BatchedNet(nn.Module):
         return functional_call(self.template, (params, buffers), (x.unsqueeze(0),)).squeeze(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != self.n:
+        if x.shape[0] != self.n and not self.shared:
             raise ValueError(f"BatchedNet holds {self.n} networks but got a batch of {x.shape[0]}")
         if x.dim() == 4 and self._nhwc(x):  # each problem's slice x[b] is then NHWC too
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.shared:
+            p = {k: v[0] for k, v in self.params.items()}
+            b = {k: v[0] for k, v in self.buffers_.items()}
+            return functional_call(self.template, (p, b), (x,))
         if self.vectorize and self.n > 1:
             return vmap(self._one)(self.params, self.buffers_, x)
         outs = []
@@ -144,8 +156,10 @@ class BatchedNet(nn.Module):
 class SDIStep:
     """One inner self-diffusion step for B problems; call it with no arguments.
 
-    ``out = net(x_in)``, ``loss = loss_fn(out)`` of shape (B,), backward of ``loss.sum()``,
-    ``optimizer.step()``, where ``x_in = x_hat + σ ε`` (:meth:`noisy`: ε from
+    ``out = net(x_in)`` (under ``torch.autocast`` to ``autocast_dtype`` when given: mixed precision
+    with the optimiser's float32 weights; ``out`` is cast back to ``x_hat``'s dtype, so the loss and
+    the operator run in full precision), ``loss = loss_fn(out)`` of shape (B,), backward of
+    ``loss.sum()``, ``optimizer.step()``, where ``x_in = x_hat + σ ε`` (:meth:`noisy`: ε from
     :func:`fastsd.functional.noise.noisy_input`, seeded per problem by ``seeds[b]`` and the shared
     ``step`` counter). With ``resample_noise`` every call draws fresh ε and advances ``step`` (the
     paper); otherwise the caller fills ``x_in`` once per noise level (the official code), so the
@@ -169,6 +183,7 @@ class SDIStep:
         step: torch.Tensor,
         resample_noise: bool = False,
         history_len: int = 0,
+        autocast_dtype: torch.dtype | None = None,
     ):
         dev = x_hat.device
         for name, t in (("sigma", sigma), ("seeds", seeds), ("step", step)):
@@ -178,7 +193,7 @@ class SDIStep:
             raise ValueError("seeds must be int64 of shape (B,) and step an int64 0-d tensor")
         self.net, self.loss_fn, self.optimizer = net, loss_fn, optimizer
         self.x_hat, self.sigma, self.seeds, self.step = x_hat, sigma, seeds, step
-        self.resample_noise = resample_noise
+        self.resample_noise, self.autocast_dtype = resample_noise, autocast_dtype
         self.x_in = torch.zeros_like(x_hat)
         self.out = torch.zeros_like(x_hat)
         self.loss = torch.zeros(x_hat.shape[0], dtype=x_hat.dtype, device=dev)
@@ -186,18 +201,21 @@ class SDIStep:
         self.history = torch.zeros(max(history_len, 1), x_hat.shape[0], dtype=x_hat.dtype, device=dev)
 
     def noisy(self) -> torch.Tensor:
-        """``x_hat + σ ε`` with per-problem seeds (no autograd)."""
+        """``x_hat + σ ε`` with per-problem seeds, one op for all problems (no autograd)."""
         x = self.x_hat.detach().float()  # the noise op works in float32
-        parts = [noisy_input(x[b : b + 1], self.sigma, self.seeds[b], self.step, validate=False)
-                 for b in range(x.shape[0])]
-        return torch.cat(parts).to(self.x_hat.dtype)
+        return noisy_input(x, self.sigma, self.seeds, self.step, validate=False).to(self.x_hat.dtype)
 
     def __call__(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self.resample_noise:
             self.x_in.copy_(self.noisy())
             self.step.add_(1)
-        out = self.net(self.x_in)
+        if self.autocast_dtype is None:
+            out = self.net(self.x_in)
+        else:
+            with torch.autocast(self.x_in.device.type, dtype=self.autocast_dtype):
+                out = self.net(self.x_in)
+            out = out.to(self.x_hat.dtype)
         loss = self.loss_fn(out)
         loss.sum().backward()
         self.optimizer.step()
@@ -217,10 +235,14 @@ class StepGraph:
     eagerly on a side stream and count as real steps; the next call is captured (capture does not
     execute it), after which every step is a replay. The function must keep its state in tensors
     updated in place and must not synchronise with the host.
+
+    ``cudnn_benchmark=True`` lets cuDNN time its convolution algorithms during the warm-up (and
+    keeps its choice for the capture and every eager step); the global flag is restored after
+    each :meth:`run`.
     """
 
     def __init__(self, fn: Callable[[], object], device: torch.device | str, *, use_graph: bool | None = None,
-                 warmup: int = 3):
+                 warmup: int = 3, cudnn_benchmark: bool = False):
         device = torch.device(device)
         if use_graph is None:
             use_graph = device.type == "cuda"
@@ -229,6 +251,7 @@ class StepGraph:
         if warmup < 1 and use_graph:
             raise ValueError("warmup must be >= 1 before capturing a CUDA graph")
         self.fn, self.device, self.use_graph, self.warmup = fn, device, use_graph, warmup
+        self.cudnn_benchmark = cudnn_benchmark
         self.graph: torch.cuda.CUDAGraph | None = None
         self._warmed = 0
         self.steps_run = 0
@@ -236,6 +259,16 @@ class StepGraph:
     def run(self, n: int) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        if not self.cudnn_benchmark:
+            return self._run(n)
+        old = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            return self._run(n)
+        finally:
+            torch.backends.cudnn.benchmark = old
+
+    def _run(self, n: int) -> None:
         self.steps_run += n
         if not self.use_graph:
             for _ in range(n):

@@ -28,11 +28,13 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
+from fastsd.nets.fused import fuse_bn_relu
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.schedules import sdi_sigmas
@@ -48,6 +50,9 @@ PRESETS: dict[str, dict] = {
     "cs1d": dict(T=40, K=200, lr=1e-5, loss="cs1d", scale=False),
 }
 _LOSSES = {"mse": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"fourier_weight": 0.01}}
+# Network arithmetic: 'bf16' runs the network under bf16 autocast (float32 master weights, Adam,
+# BatchNorm statistics, loss and operator).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def total_variation(z: torch.Tensor) -> torch.Tensor:
@@ -117,9 +122,18 @@ class SelfDiffusion:
         width, depth, out_activation: override the default network's size / output activation.
         update: 'last' sets x̂ to the network output of the K-th inner step (official code);
             'refresh' runs one more forward with the updated weights on the same noisy input.
+        shared_net: one network for all problems of the batch (the slices of one scan: one
+            forward/backward over the whole batch and one optimiser update per step; BatchNorm
+            statistics over the slices) instead of one network per problem.
         seed: problem b uses seed + b for weights, x̂₀, the scaling noise and its noise stream;
             CPU runs are bit-reproducible.
         device, dtype: where and in which precision to run (default: ``y``'s device, float32).
+        precision: 'fp32' or 'bf16' (network under bf16 autocast; weights, Adam, BatchNorm
+            statistics, loss and operator stay float32).
+        fused_norm: train-mode BatchNorm + ReLU as one fused op (:mod:`fastsd.nets.fused`; same
+            arithmetic). Default: on CUDA.
+        cudnn_benchmark: let cuDNN time its convolution algorithms during warm-up, before the
+            graph is captured (default: on CUDA).
         use_graph: CUDA-graph the inner step (default: on CUDA). warmup: eager steps before capture.
     """
 
@@ -145,9 +159,13 @@ class SelfDiffusion:
         depth: int | None = None,
         out_activation: str | None = None,
         update: str = "last",
+        shared_net: bool = False,
         seed: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        precision: str = "fp32",
+        fused_norm: bool | None = None,
+        cudnn_benchmark: bool | None = None,
         use_graph: bool | None = None,
         warmup: int = 3,
     ):
@@ -161,6 +179,10 @@ class SelfDiffusion:
             raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32" and dtype != torch.float32:
+            raise ValueError(f"precision={precision!r} needs dtype float32 (its master weights), got {dtype}")
         for name, v in (("T", T), ("K", K)):
             if v is not None and (int(v) != v or v < 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -173,6 +195,8 @@ class SelfDiffusion:
         self.tv_weight, self.fourier_weight = tv_weight, fourier_weight
         self.net, self.small, self.width, self.depth, self.update = net, small, width, depth, update
         self.seed, self.device, self.dtype = int(seed), device, dtype
+        self.shared_net, self.precision, self.fused_norm = bool(shared_net), precision, fused_norm
+        self.cudnn_benchmark = cudnn_benchmark
         self.use_graph, self.warmup = use_graph, warmup
         self.net_: BatchedNet | None = None  # the trained networks after solve()
 
@@ -193,30 +217,29 @@ class SelfDiffusion:
         cfg.update(weights)
         cfg.update(beta_start=self.beta_start, beta_end=self.beta_end, schedule_factor=self.schedule_factor,
                    resample_noise=self.resample_noise, no_noise=self.no_noise, update=self.update,
-                   seed=self.seed, small=self.small)
+                   seed=self.seed, small=self.small, shared_net=self.shared_net, precision=self.precision)
         return cfg
 
-    def _make_net(self, layout: _Layout, cfg: dict, gen: torch.Generator) -> nn.Module:
+    def _make_net(self, layout: _Layout, cfg: dict, gen: torch.Generator, fused: bool) -> nn.Module:
         if self.net is not None:
-            return copy.deepcopy(self.net)
-        c = layout.net_shape[1]
-        if layout.spatial_dims == 2:
-            width = self.width or (8 if self.small else 64)
-            depth = self.depth or (4 if self.small else 5)
-            net = UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"])
+            net = copy.deepcopy(self.net)
         else:
-            net = ConvNet1d(c, c, width=self.width or (32 if self.small else 64), out_activation=cfg["out_activation"])
-        return init_weights(net, generator=gen)
+            c = layout.net_shape[1]
+            if layout.spatial_dims == 2:
+                width = self.width or (8 if self.small else 64)
+                depth = self.depth or (4 if self.small else 5)
+                net = UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"])
+            else:
+                net = ConvNet1d(c, c, width=self.width or (32 if self.small else 64),
+                                out_activation=cfg["out_activation"])
+            init_weights(net, generator=gen)
+        return fuse_bn_relu(net) if fused else net
 
     # -- solve -----------------------------------------------------------------------------------
-    def solve(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None,
-              callback: Callback | None = None) -> SolveResult:
-        """Reconstruct from measurements ``y`` of operator ``op``; returns x in the operator's layout.
-
-        ``x_true`` (optional, operator layout) adds a per-level ``'psnr'`` trace to the history.
-        ``callback(iteration, state)`` runs after every noise level with ``state`` holding ``x``,
-        ``loss``, ``sigma``, ``level`` (and ``psnr``); returning True stops early.
-        """
+    def prepare(self, y: torch.Tensor, op) -> "SDIRun":
+        """Build everything a solve runs (networks, scaled measurements, Adam, the inner step and its
+        :class:`StepGraph`) and set the first noise level, without running a step. ``solve`` runs
+        the levels on it; benchmarks time ``run.runner.run(1)`` on the very same step."""
         if not isinstance(y, torch.Tensor):
             raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
         cfg = self.config(op)
@@ -227,23 +250,23 @@ class SelfDiffusion:
         y = op.check_measurement(y.to(dev))
         dtype = self.dtype
         T, K = int(cfg["T"]), int(cfg["K"])
-        t_start = time.perf_counter()
 
         with torch.no_grad():
             x_like = op.adjoint(y)
         layout = _Layout(x_like)
         B = y.shape[0]
-        if x_true is not None and x_true.shape != x_like.shape:
-            raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are {tuple(x_like.shape)}")
 
         # Per-problem initial draws (CPU generators: identical on every device).
+        on_cuda = dev.type == "cuda"
+        fused = self.fused_norm if self.fused_norm is not None else on_cuda
         nets, x0, z0 = [], [], []
         for b in range(B):
             gen = torch.Generator().manual_seed(self.seed + b)
-            nets.append(self._make_net(layout, cfg, gen))
+            if b == 0 or not self.shared_net:
+                nets.append(self._make_net(layout, cfg, gen, fused))
             x0.append(torch.randn(layout.net_shape[1:], generator=gen, dtype=torch.float64))
             z0.append(torch.randn(layout.net_shape[1:], generator=gen, dtype=torch.float64))
-        bnet = BatchedNet(nets).to(device=dev, dtype=dtype)
+        bnet = BatchedNet(nets, shared=self.shared_net).to(device=dev, dtype=dtype)
         x_hat = torch.stack(x0).to(device=dev, dtype=dtype)
 
         scale = torch.ones(B, dtype=dtype, device=dev)
@@ -254,15 +277,13 @@ class SelfDiffusion:
                 scale = num / den.clamp_min(torch.finfo(dtype).tiny)
             y = y * _bcast(scale, y).to(y.dtype)
 
-        graphed = self.use_graph if self.use_graph is not None else dev.type == "cuda"
+        graphed = self.use_graph if self.use_graph is not None else on_cuda
         # Capturable Adam on every CUDA run, so the eager and the graphed path do the same arithmetic.
         opt = graph_safe_adam(bnet.parameters(), float(cfg["lr"]), dev)
         sigmas = sdi_sigmas(T, cfg["beta_start"], cfg["beta_end"], cfg["schedule_factor"], device=dev, dtype=dtype)
         if cfg["no_noise"]:
             sigmas = torch.zeros_like(sigmas)
-        sigma = torch.zeros((), dtype=dtype, device=dev)
         seeds = torch.arange(B, dtype=torch.int64, device=dev) + self.seed
-        step = torch.zeros((), dtype=torch.int64, device=dev)
 
         m = y[0].numel()
         mse, tvw, fw = cfg["loss"] == "mse", float(cfg["tv_weight"]), float(cfg["fourier_weight"])
@@ -277,50 +298,68 @@ class SelfDiffusion:
                 val = val + fw * fourier_l1(x)
             return val
 
-        inner = SDIStep(bnet, loss_fn, opt, x_hat, sigma=sigma, seeds=seeds, step=step,
-                        resample_noise=cfg["resample_noise"], history_len=T * K)
-        runner = StepGraph(inner, dev, use_graph=graphed, warmup=self.warmup)
+        inner = SDIStep(bnet, loss_fn, opt, x_hat, sigma=torch.zeros((), dtype=dtype, device=dev), seeds=seeds,
+                        step=torch.zeros((), dtype=torch.int64, device=dev),
+                        resample_noise=cfg["resample_noise"], history_len=T * K,
+                        autocast_dtype=PRECISIONS[self.precision])
+        benchmark = self.cudnn_benchmark if self.cudnn_benchmark is not None else on_cuda
+        runner = StepGraph(inner, dev, use_graph=graphed, warmup=self.warmup, cudnn_benchmark=benchmark)
+        self.net_ = bnet
+        run = SDIRun(cfg=cfg, device=dev, layout=layout, x_like=x_like, net=bnet, scale=scale, sigmas=sigmas,
+                     inner=inner, runner=runner, info=dict(cuda_graph=bool(graphed), fused_norm=fused,
+                                                           cudnn_benchmark=benchmark))
+        run.set_level(0)
+        return run
 
-        def current() -> torch.Tensor:
-            return layout.from_net(x_hat.detach()) / _bcast(scale, x_like)
+    def solve(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None,
+              callback: Callback | None = None) -> SolveResult:
+        """Reconstruct from measurements ``y`` of operator ``op``; returns x in the operator's layout.
 
+        ``x_true`` (optional, operator layout) adds a per-level ``'psnr'`` trace to the history.
+        ``callback(iteration, state)`` runs after every noise level with ``state`` holding ``x``,
+        ``loss``, ``sigma``, ``level`` (and ``psnr``); returning True stops early.
+        """
+        t_start = time.perf_counter()
+        run = self.prepare(y, op)
+        cfg, dev, inner, T, K = run.cfg, run.device, run.inner, int(run.cfg["T"]), int(run.cfg["K"])
+        if x_true is not None and x_true.shape != run.x_like.shape:
+            raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are "
+                             f"{tuple(run.x_like.shape)}")
         history: dict[str, list[float]] = {"level_loss": [], "sigma": []}
         if x_true is not None:
             history["psnr"] = []
         t_setup = time.perf_counter() - t_start
         levels_done = 0
         for t in range(T):
-            sigma.copy_(sigmas[t])
-            if not cfg["resample_noise"]:
-                step.fill_(t)
-                inner.x_in.copy_(inner.noisy())
-            runner.run(K)
+            if t:
+                run.set_level(t)
+            run.runner.run(K)
             with torch.no_grad():
                 if self.update == "refresh":
-                    x_hat.copy_(bnet(inner.x_in))
+                    inner.x_hat.copy_(run.net(inner.x_in))
                 else:
-                    x_hat.copy_(inner.out)
+                    inner.x_hat.copy_(inner.out)
             levels_done = t + 1
             lvl_loss = float(inner.loss.sum())
             history["level_loss"].append(lvl_loss)
-            history["sigma"].append(float(sigmas[t]))
+            history["sigma"].append(float(run.sigmas[t]))
             state = {"x": None, "loss": lvl_loss, "sigma": history["sigma"][-1], "level": t}
             if x_true is not None:
-                state["psnr"] = self._psnr(current(), x_true.to(dev), cfg["preset"])
+                state["psnr"] = self._psnr(run.current(), x_true.to(dev), cfg["preset"])
                 history["psnr"].append(state["psnr"])
             if callback is not None:
-                state["x"] = current()
+                state["x"] = run.current()
                 if callback((t + 1) * K, state) is True:
                     break
-        x = current().detach()
+        x = run.current().detach()
         elapsed = time.perf_counter() - t_start
         iters = levels_done * K
         history["loss"] = inner.history[:iters].sum(1).tolist()
-        self.net_ = bnet
         info = dict(cfg, T=T, K=K, iterations=iters, runtime_s=elapsed, setup_s=t_setup,
-                    it_per_s=iters / max(elapsed - t_setup, 1e-9), device=str(dev), dtype=str(dtype).replace("torch.", ""),
-                    cuda_graph=bool(graphed), batch=B, params_per_problem=bnet.numel_per_problem(),
-                    scale=scale.tolist(), method="sdi")
+                    it_per_s=iters / max(elapsed - t_setup, 1e-9), device=str(dev),
+                    dtype=str(self.dtype).replace("torch.", ""), batch=inner.x_hat.shape[0],
+                    params_per_problem=run.net.numel_per_problem(), scale=run.scale.tolist(), method="sdi",
+                    **run.info)
         return SolveResult(x=x, history=history, info=info)
 
     @staticmethod
@@ -337,3 +376,31 @@ class SelfDiffusion:
                 a, t = a.abs(), t.abs()
             vals.append(psnr(a, t))
         return float(sum(vals) / len(vals)) if all(math.isfinite(v) for v in vals) else float("inf")
+
+
+@dataclass
+class SDIRun:
+    """One prepared self-diffusion solve (:meth:`SelfDiffusion.prepare`): the networks, the inner
+    step and its runner, the noise schedule and the measurement scaling."""
+
+    cfg: dict
+    device: torch.device
+    layout: _Layout
+    x_like: torch.Tensor
+    net: BatchedNet
+    scale: torch.Tensor
+    sigmas: torch.Tensor
+    inner: SDIStep
+    runner: StepGraph
+    info: dict
+
+    def set_level(self, t: int) -> None:
+        """Enter noise level ``t``: σ_t, and (noise once per level) the level's noisy input."""
+        self.inner.sigma.copy_(self.sigmas[t])
+        if not self.cfg["resample_noise"]:
+            self.inner.step.fill_(t)
+            self.inner.x_in.copy_(self.inner.noisy())
+
+    def current(self) -> torch.Tensor:
+        """x̂ in the operator's layout, measurement scaling undone."""
+        return self.layout.from_net(self.inner.x_hat.detach()) / _bcast(self.scale, self.x_like)
