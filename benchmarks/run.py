@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run [--quick] [--out DIR] [--only copy,ops,step,batch,solve] [--budget-s 420]
+    python -m benchmarks.run [--quick] [--out DIR] [--only copy,ops,step,levers,batch,anchor] [--budget-s 420]
                              [--threads N]
 
 Sections (each one failing is recorded and the rest still run; once ``--budget-s`` seconds have
@@ -15,8 +15,12 @@ passed the remaining items are skipped and recorded as such):
 3. ``step``  — one SDI inner step: eager with the reference backend, eager fused, fused + CUDA
    graph; MRI single-coil 256² and 15-coil 320²; paper U-Net and small preset; plus the network's
    forward + backward alone, whose time subtracted from the step's is the non-network work.
-4. ``batch`` — throughput of B independent problems (BatchedNet) for B in (1, 4, 8).
-5. ``solve`` — a full SDI solve (MRI preset) with wall time, iterations/s and PSNR.
+4. ``levers`` — the network training step with each speed lever alone and together (precision,
+   fused BatchNorm+ReLU, cuDNN autotuning), a breakdown of the step, and B slices of a volume on one
+   shared network (:mod:`benchmarks.training_step`).
+5. ``batch`` — throughput of B independent problems (BatchedNet) for B in (1, 4, 8).
+6. ``anchor`` — full solves: the official SDI loop against fastsd's default and fastest path on
+   the same measurements, several seeds, wall time and PSNR (:mod:`benchmarks.anchor`).
 
 Results go to ``DIR/<YYYY-MM-DD>-<device>.json`` (default ``benchmarks/results``) with a markdown
 table next to it (also printed). CUDA timings use CUDA events around each call after warm-up; CPU
@@ -43,9 +47,10 @@ from pathlib import Path
 import torch
 
 from benchmarks import cases  # first: clears TRITON_INTERPRET on GPU machines
+from benchmarks import anchor, training_step
 from fastsd._backend import use_backend
 
-SECTIONS = ("copy", "ops", "step", "batch", "solve")
+SECTIONS = ("copy", "ops", "step", "levers", "batch", "anchor")
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = dict(step_speedup=8.0, non_network_share=0.15, bandwidth_fraction=0.70)
 
@@ -74,9 +79,20 @@ METHODS = {
             "step); non_network_share = non_network_s / step median.",
     "batch": "B independent problems (one network copy each, BatchedNet) on the MRI case, one inner step "
              "per call (graphed on CUDA, eager on CPU); slice_steps_per_s = B / median_s.",
-    "solve": "SelfDiffusion(preset='mri', T, K) on the bundled 256x256 head MRI slice (smooth phase, resized) "
-             "with birdcage coil maps and a 4x equispaced mask; wall_s is perf_counter around solve() "
-             "including set-up and graph capture; it_per_s from the solver's info (excludes set-up).",
+    "levers": "SelfDiffusion(preset='mri').prepare(y, op) with each lever's options on the anchor's 320x320 "
+              "16-coil problem; one call = run.runner.run(1) (a CUDA-graph replay on CUDA). breakdown/*: each part "
+              "of the step graphed alone after warm-up steps of the same run; backward = fwd_bwd - fwd. volume/*: "
+              "B1 = one slice per step (one network), B<n> = n slices per step on one shared network "
+              "(shared_net=True); slices_per_s = B / median_s; volume_speedup = B<n> slices/s over B1.",
+    "anchor": "Full solves, T=40, K=50. official = benchmarks.anchor.official_solve (eager, paper U-Net "
+              "channels-first, torch.optim.Adam defaults, PyTorch FFT operator ||M F(S x) - M y|| + 1e-4 TV, noise "
+              "once per level, loss.item() and sigma.item() every iteration, no graph, no fused kernels). "
+              "fastsd-default = SelfDiffusion(preset='mri') defaults; fastsd-fastest = the fastest lever of the "
+              "levers section. wall_s = perf_counter around everything from network creation to the result "
+              "(synchronised), after one untimed short warm-up solve per implementation. Official seed 0 runs "
+              "alone; official seeds >= 1 run side by side in subprocesses (timing='concurrent': their PSNR "
+              "counts, their wall time does not). PSNR: |x|/max|x| against |x_true|/max|x_true|, data range 1. "
+              "Speed-up = mean solo official wall / mean fastsd wall.",
 }
 
 
@@ -97,9 +113,13 @@ def config(device: torch.device, quick: bool) -> dict:
             batch_sizes=(1, 4, 8),
             batch_vectorize=(8,),
             batch_reps=(5, 6) if quick else (10, 6),
-            solve_case=(15, 320, 320),
-            solve_nets=["unet-small"] if quick else ["unet-small", "unet-paper"],
-            solve_TK=(4, 10) if quick else (40, 50),
+            lever_case="mri-320x320-16coil",
+            lever_small=False,
+            volume_B=16,
+            anchor_cases=["mri-320x320-16coil", "mri-256x256-1coil"],
+            anchor_TK=(4, 10) if quick else (40, 50),
+            official_seeds=3,
+            fastsd_seeds=5,
             max_item_s=15.0,
         )
     return dict(
@@ -116,9 +136,13 @@ def config(device: torch.device, quick: bool) -> dict:
         batch_sizes=(1, 4, 8),
         batch_vectorize=(),
         batch_reps=(3, 1),
-        solve_case=(1, 64, 64),
-        solve_nets=["unet-small"],
-        solve_TK=(2, 2),
+        lever_case="mri-32x32-2coil",
+        lever_small=True,
+        volume_B=2,
+        anchor_cases=["mri-64x64-2coil"],
+        anchor_TK=(2, 2),
+        official_seeds=2,
+        fastsd_seeds=2,
         max_item_s=2.0,
     )
 
@@ -212,6 +236,9 @@ class Bench:
     def skip(self, section: str, name: str, reason: str) -> None:
         self.results.append(dict(section=section, name=name, skipped=reason))
         self._log(f"{name}: skipped ({reason})")
+
+    def free(self) -> None:
+        _free(self.device)
 
     def find(self, name: str) -> dict | None:
         for r in self.results:
@@ -456,54 +483,8 @@ def section_batch(b: Bench) -> None:
     _free(dev)
 
 
-def section_solve(b: Bench) -> None:
-    from fastsd.data import mri_slice
-    from fastsd.metrics import magnitude, psnr
-    from fastsd.ops.coils import birdcage_maps
-    from fastsd.ops.masks import equispaced_mask
-    from fastsd.ops.mri import MRI
-    from fastsd.solvers.sdi import SelfDiffusion
-
-    dev = b.device
-    C, H, W = b.cfg["solve_case"]
-    case = cases.case_name(H, W, C)
-    T, K = b.cfg["solve_TK"]
-    x_true = mri_slice(size=(H, W), phase="smooth", device=dev)
-    op = MRI(equispaced_mask((H, W), 4, acs_lines=max(2, min(20, W // 8))),
-             birdcage_maps(C, (H, W)) if C > 1 else None).to(dev)
-    with torch.no_grad():
-        y = op(x_true)
-        zf = psnr(magnitude(op.adjoint(y))[0], magnitude(x_true)[0])
-    for net_kind in b.cfg["solve_nets"]:
-        name = f"solve/{case}/{net_kind}/T{T}xK{K}"
-        step = b.find(f"step/{case}/{net_kind}/fused-graph") or b.find(f"step/{case}/{net_kind}/fused-eager")
-        if step is not None:
-            need = T * K * step["median_s"] * 1.2 + 30
-            if need > b.left():
-                b.skip("solve", name, f"estimated {need:.0f} s from the step median > {b.left():.0f} s budget left")
-                continue
-        elif net_kind == "unet-paper" and b.left() < 240:
-            b.skip("solve", name, "no step timing to estimate from and < 240 s budget left")
-            continue
-
-        def body(net_kind=net_kind):
-            solver = SelfDiffusion(preset="mri", T=T, K=K, small=net_kind == "unet-small", seed=0)
-            _sync(dev)
-            t = time.perf_counter()
-            res = solver.solve(y, op, x_true=x_true)
-            _sync(dev)
-            wall = time.perf_counter() - t
-            info = res.info
-            return [wall], dict(wall_s=wall, iterations=info["iterations"], it_per_s=info["it_per_s"],
-                                setup_s=info["setup_s"], cuda_graph=info["cuda_graph"],
-                                psnr_final=res.history["psnr"][-1], psnr_zero_filled=zf)
-
-        b.item("solve", name, dict(C=C, H=H, W=W, net=net_kind, T=T, K=K, preset="mri", image="mri_slice"),
-               body)
-        _free(dev)
-
-
-SECTION_FUNCS = dict(copy=section_copy, ops=section_ops, step=section_step, batch=section_batch, solve=section_solve)
+SECTION_FUNCS = dict(copy=section_copy, ops=section_ops, step=section_step, levers=training_step.section,
+                     batch=section_batch, anchor=anchor.section)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +510,7 @@ def evaluate_targets(results: list[dict], device_name: str) -> dict:
             out[f"non_network_share[{name}]"] = entry(r.get("non_network_share"), TARGETS["non_network_share"], "<=")
         if r["section"] == "ops" and name.endswith("/fill/fused"):
             out[f"bandwidth_fraction[{name}]"] = entry(r.get("frac_copy_bw"), TARGETS["bandwidth_fraction"], ">=")
+    out.update(anchor.targets(results))
     return out
 
 
@@ -593,8 +575,11 @@ _COLUMNS = {
              ("non-network share", "pct:non_network_share")],
     "batch": [("name", "name"), ("median ms / step", "ms"), ("slice-steps/s", "slice_steps_per_s"),
               ("vs B=1", "throughput_vs_B1")],
-    "solve": [("name", "name"), ("wall s", "wall_s"), ("it/s", "it_per_s"), ("setup s", "setup_s"),
-              ("PSNR dB", "psnr_final"), ("zero-filled PSNR dB", "psnr_zero_filled")],
+    "levers": [("name", "name"), ("median ms", "ms"), ("speed-up vs fp32", "speedup_vs_fp32"),
+               ("slices/s", "slices_per_s"), ("volume speed-up", "volume_speedup")],
+    "anchor": [("name", "name"), ("wall s", "wall_s"), ("timing", "timing"), ("PSNR dB", "psnr"),
+               ("mean wall s (alone)", "wall_s_alone_mean"), ("mean PSNR", "psnr_mean"), ("min PSNR", "psnr_min"),
+               ("max PSNR", "psnr_max")],
 }
 
 

@@ -5,17 +5,16 @@ applies ReLU. Unfused (cuDNN BatchNorm, then ReLU, and under bf16 autocast a flo
 side) that is 5–7 passes over each activation forward and as many backward; here it is:
 
 * forward: ``_stats`` (one read: per-channel partial sums) and ``_forward`` (one read, one write:
-  reduce the partials, normalise, affine, ReLU);
+  statistics from the summed partials, normalise, affine, ReLU);
 * backward: ``_backward_reduce`` (reads x and dy: partial Σg, Σg·x̂ with the ReLU mask recomputed
-  from x) and ``_backward_dx`` (reads x and dy, writes dx; the first row of programs also writes
-  dweight and dbias).
+  from x; their totals are dbias and dweight) and ``_backward_dx`` (reads x and dy, writes dx).
 
 Layout: ``x`` (N, C, H, W) whose spatial dims merge into one (``stride_h == W·stride_w``: true for
 contiguous NCHW and channels-last) is read as rows ``r = (n, s)`` of C channels at
 ``n·s_n + s·s_s + c·s_c``; Triton specialises unit strides, so channels-last loads are contiguous
 along C. The grid is one-dimensional: program ``pid`` takes channel block ``pid % n_cblocks`` and
-row chunk ``pid // n_cblocks``. Partial sums go to a (chunks, 2, C) buffer reduced by the next
-kernel (deterministic, no atomics). Sums are shifted by the channel's first value, so a large mean
+row chunk ``pid // n_cblocks``. Partial sums go to a (chunks, 2, C) buffer that one ``torch.sum``
+reduces before the next kernel (deterministic, no atomics). Sums are shifted by the channel's first value, so a large mean
 does not cancel the variance in float32. Arithmetic is float32 (float64 for float64 ``x``).
 """
 from __future__ import annotations
@@ -67,30 +66,17 @@ def _stats(
 
 
 @triton.jit
-def _channel_totals(part_ptr, c, m_c, C, n_chunks, acc_ty, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Σ over chunks of the two partial rows (index 0 and 1) of channels ``c``."""
-    t0 = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_ty)
-    t1 = tl.zeros([BLOCK_P, BLOCK_C], dtype=acc_ty)
-    for j in range(0, n_chunks, BLOCK_P):
-        p = j + tl.arange(0, BLOCK_P)
-        m = (p < n_chunks)[:, None] & m_c[None, :]
-        o = (p * 2 * C)[:, None] + c[None, :]
-        t0 += tl.load(part_ptr + o, mask=m, other=0.0)
-        t1 += tl.load(part_ptr + o + C, mask=m, other=0.0)
-    return tl.sum(t0, axis=0), tl.sum(t1, axis=0)
-
-
-@triton.jit
 def _forward(
-    x_ptr, y_ptr, w_ptr, b_ptr, part_ptr, mean_ptr, rstd_ptr,
-    R, C, S, rows_per_chunk, n_cblocks, n_chunks, eps,
+    x_ptr, y_ptr, w_ptr, b_ptr, tot_ptr, mean_ptr, rstd_ptr,
+    R, C, S, rows_per_chunk, n_cblocks, eps,
     sx_n, sx_s, sx_c, sy_n, sy_s, sy_c,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    acc_ty = part_ptr.dtype.element_ty
+    acc_ty = tot_ptr.dtype.element_ty
     pid = tl.program_id(0)
     r0, c, m_c = _tile(pid, n_cblocks, C, rows_per_chunk, BLOCK_C)
-    s_sum, s_sq = _channel_totals(part_ptr, c, m_c, C, n_chunks, acc_ty, BLOCK_P, BLOCK_C)
+    s_sum = tl.load(tot_ptr + c, mask=m_c, other=0.0)
+    s_sq = tl.load(tot_ptr + C + c, mask=m_c, other=0.0)
     shift = tl.load(x_ptr + c * sx_c, mask=m_c, other=0.0).to(acc_ty)
     d_mean = s_sum / R
     var = tl.maximum(s_sq / R - d_mean * d_mean, 0.0)
@@ -141,18 +127,16 @@ def _backward_reduce(
 
 @triton.jit
 def _backward_dx(
-    x_ptr, dy_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, part_ptr, dw_ptr, db_ptr,
-    R, C, S, rows_per_chunk, n_cblocks, n_chunks,
+    x_ptr, dy_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, tot_ptr,
+    R, C, S, rows_per_chunk, n_cblocks,
     sx_n, sx_s, sx_c, sd_n, sd_s, sd_c, so_n, so_s, so_c,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    acc_ty = part_ptr.dtype.element_ty
+    acc_ty = tot_ptr.dtype.element_ty
     pid = tl.program_id(0)
     r0, c, m_c = _tile(pid, n_cblocks, C, rows_per_chunk, BLOCK_C)
-    s_g, s_gx = _channel_totals(part_ptr, c, m_c, C, n_chunks, acc_ty, BLOCK_P, BLOCK_C)
-    if pid < n_cblocks:
-        tl.store(db_ptr + c, s_g, mask=m_c)
-        tl.store(dw_ptr + c, s_gx, mask=m_c)
+    s_g = tl.load(tot_ptr + c, mask=m_c, other=0.0)
+    s_gx = tl.load(tot_ptr + C + c, mask=m_c, other=0.0)
     mean = tl.load(mean_ptr + c, mask=m_c, other=0.0)
     rstd = tl.load(rstd_ptr + c, mask=m_c, other=0.0)
     w = tl.load(w_ptr + c, mask=m_c, other=0.0).to(acc_ty)
@@ -198,7 +182,7 @@ def _settings(x: torch.Tensor) -> dict:
     rows_per_chunk = block_r * triton.cdiv(triton.cdiv(R, n_chunks), block_r)
     n_chunks = triton.cdiv(R, rows_per_chunk)
     return dict(R=R, C=C, S=R // N, rows_per_chunk=rows_per_chunk, n_cblocks=n_cblocks, n_chunks=n_chunks,
-                BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_P=min(64, triton.next_power_of_2(n_chunks)), num_warps=4)
+                BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4)
 
 
 def _acc(x: torch.Tensor) -> torch.dtype:
@@ -222,9 +206,9 @@ def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     grid = (st["n_chunks"] * st["n_cblocks"],)
     _stats[grid](xr, part, st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], *sx,
                  BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], num_warps=st["num_warps"])
-    _forward[grid](xr, y, weight, bias, part, mean, rstd,
-                   st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], st["n_chunks"], eps, *sx, *sy,
-                   BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], BLOCK_P=st["BLOCK_P"], num_warps=st["num_warps"])
+    _forward[grid](xr, y, weight, bias, part.sum(0), mean, rstd,
+                   st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], eps, *sx, *sy,
+                   BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], num_warps=st["num_warps"])
     return y, mean, rstd
 
 
@@ -237,18 +221,16 @@ def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
     _, so = _rows(dx)
     acc = _acc(x)
     C = x.shape[1]
-    dw = torch.zeros(C, dtype=acc, device=x.device)
-    db = torch.zeros(C, dtype=acc, device=x.device)
     if x.numel() == 0:
-        return dx, dw.to(weight.dtype), db.to(bias.dtype)
+        return dx, torch.zeros_like(weight), torch.zeros_like(bias)
     st = _settings(x)
     part = torch.empty((st["n_chunks"], 2, C), dtype=acc, device=x.device)
     grid = (st["n_chunks"] * st["n_cblocks"],)
     _backward_reduce[grid](xr, dyr, weight, bias, mean, rstd, part,
                            st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], *sx, *sd,
                            BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], num_warps=st["num_warps"])
-    _backward_dx[grid](xr, dyr, dx, weight, bias, mean, rstd, part, dw, db,
-                       st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], st["n_chunks"], *sx, *sd, *so,
-                       BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], BLOCK_P=st["BLOCK_P"],
-                       num_warps=st["num_warps"])
-    return dx, dw.to(weight.dtype), db.to(bias.dtype)
+    tot = part.sum(0)  # (2, C): Σg (= dbias) and Σg·x̂ (= dweight)
+    _backward_dx[grid](xr, dyr, dx, weight, bias, mean, rstd, tot,
+                       st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], *sx, *sd, *so,
+                       BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], num_warps=st["num_warps"])
+    return dx, tot[1].to(weight.dtype), tot[0].to(bias.dtype)

@@ -213,7 +213,8 @@ class SDIStep:
         if self.autocast_dtype is None:
             out = self.net(self.x_in)
         else:
-            with torch.autocast(self.x_in.device.type, dtype=self.autocast_dtype):
+            # no weight-cast cache: it must not outlive one step (CUDA-graph capture requires this)
+            with torch.autocast(self.x_in.device.type, dtype=self.autocast_dtype, cache_enabled=False):
                 out = self.net(self.x_in)
             out = out.to(self.x_hat.dtype)
         loss = self.loss_fn(out)

@@ -1,0 +1,291 @@
+"""Full-solve anchor: the official SDI loop next to fastsd's paths, on the same measurements.
+
+``official_solve`` is an eager loop written the way the official self-diffusion code runs MRI:
+the paper U-Net (channels-first, unfused BatchNorm), ``torch.optim.Adam`` with its defaults, the
+PyTorch FFT operator ``‖M F(S x) − M y‖ + 1e-4·TV(x)``, noise drawn once per level, and
+``loss.item()`` / ``sigma.item()`` after every iteration as its progress bar does; no CUDA graph,
+no fused kernels. ``fastsd_solve`` is :class:`fastsd.solvers.sdi.SelfDiffusion` itself. Both
+start from the bundled head MRI slice with a smooth phase, birdcage coil maps and a 4×
+equispaced mask with 20 ACS lines, and are scored the same way (:func:`solution_psnr`).
+
+Run one solve in its own process (the benchmark runs extra official seeds side by side)::
+
+    python -m benchmarks.anchor official --case mri-256x256-1coil --seed 1 --out r.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.cases import make_net
+from fastsd.data import mri_slice
+from fastsd.metrics import magnitude, psnr
+from fastsd.ops.coils import birdcage_maps
+from fastsd.ops.masks import equispaced_mask
+from fastsd.ops.mri import MRI
+from fastsd.reference import mri as ref_mri
+from fastsd.solvers.schedules import sdi_sigmas
+from fastsd.solvers.sdi import SelfDiffusion, total_variation
+
+REPO = Path(__file__).resolve().parents[1]
+# SelfDiffusion's defaults on CUDA, as lever options.
+DEFAULT_ON_CUDA = dict(precision="fp32", fused_norm=True, cudnn_benchmark=True)
+# The two anchor problems (image size, coils in the name).
+CASES = ("mri-320x320-16coil", "mri-256x256-1coil")
+
+
+def case_shape(name: str) -> tuple[int, int]:
+    """(size, coils) from a case name ``mri-{N}x{N}-{C}coil``."""
+    m = re.fullmatch(r"mri-(\d+)x\1-(\d+)coil", name)
+    if m is None:
+        raise ValueError(f"case names read 'mri-<N>x<N>-<C>coil', got {name!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def mri_case(name: str, device, batch: int = 1) -> dict:
+    """Truth x (batch, 2, N, N), operator and y = A x for the named anchor problem. A batch holds
+    ``batch`` slices of a synthetic scan: the bundled slice shifted and rescaled per slice."""
+    size, coils = case_shape(name)
+    x = mri_slice(size, phase="smooth")
+    if batch > 1:
+        x = torch.cat([torch.roll(x, (2 * b, -b), dims=(-2, -1)) * (1.0 - 0.02 * b) for b in range(batch)])
+    op = MRI(equispaced_mask((size, size), 4, acs_lines=min(20, size // 8)), birdcage_maps(coils, (size, size)) if coils > 1 else None)
+    op = op.to(device)
+    x = x.to(device)
+    with torch.no_grad():
+        y = op(x)
+    return dict(name=name, x=x, op=op, y=y, size=size, coils=coils)
+
+
+def solution_psnr(x: torch.Tensor, x_true: torch.Tensor) -> list[float]:
+    """Per slice: PSNR of |x|/max|x| against |x_true|/max|x_true| with data range 1."""
+    out = []
+    for b in range(x.shape[0]):
+        a, t = magnitude(x[b : b + 1])[0].float(), magnitude(x_true[b : b + 1])[0].float()
+        out.append(psnr(a / a.max(), t / t.max(), data_range=1.0))
+    return out
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def official_solve(case: dict, seed: int, T: int = 40, K: int = 50, lr: float = 1e-3) -> dict:
+    """The official-style eager loop on ``case`` (one slice); wall time includes every set-up step."""
+    dev = case["y"].device
+    mask, smaps, y = case["op"].mask, case["op"].smaps, case["y"]
+    _sync(dev)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    net = make_net("unet-paper", seed=seed).to(dev)
+
+    def A(x):
+        return ref_mri.mri_forward(x, mask, smaps)
+
+    with torch.no_grad():
+        scale = torch.linalg.vector_norm(net(torch.randn(1, 2, case["size"], case["size"], device=dev))) / \
+            torch.linalg.vector_norm(ref_mri.mri_adjoint(y, mask, smaps))
+    y_s = y * scale
+    x_hat = torch.randn(1, 2, case["size"], case["size"], device=dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sigmas = sdi_sigmas(T, device=dev)
+    losses = []
+    for t in range(T):
+        noise = torch.randn_like(x_hat)
+        sigma_t = sigmas[t]
+        x_t = x_hat + noise * sigma_t
+        for _ in range(K):
+            opt.zero_grad()
+            x_star = net(x_t)
+            loss = torch.linalg.vector_norm(A(x_star) - y_s) + 1e-4 * total_variation(x_star).sum()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())  # the progress bar's per-iteration host syncs
+            sigma_t.item()
+        x_hat = x_star.detach()
+    x = x_hat / scale
+    _sync(dev)
+    wall = time.perf_counter() - t0
+    return dict(impl="official", seed=seed, wall_s=wall, it_per_s=T * K / wall, psnr=solution_psnr(x, case["x"])[0],
+                final_loss=losses[-1])
+
+
+def fastsd_solve(case: dict, seed: int, path: str, options: dict, T: int = 40, K: int = 50) -> dict:
+    """:class:`SelfDiffusion` (preset 'mri') with ``options`` on ``case``; ``path`` names it."""
+    dev = case["y"].device
+    solver = SelfDiffusion(preset="mri", T=T, K=K, seed=seed, **options)
+    _sync(dev)
+    t0 = time.perf_counter()
+    res = solver.solve(case["y"], case["op"])
+    _sync(dev)
+    wall = time.perf_counter() - t0
+    per_slice = solution_psnr(res.x, case["x"])
+    return dict(impl=path, seed=seed, wall_s=wall, it_per_s=res.info["it_per_s"], setup_s=res.info["setup_s"],
+                psnr=sum(per_slice) / len(per_slice), psnr_slices=per_slice, batch=res.info["batch"],
+                options={k: res.info[k] for k in ("precision", "fused_norm", "cudnn_benchmark", "cuda_graph",
+                                                  "shared_net")})
+
+
+def _summary(runs: list[dict]) -> dict:
+    walls, ps = [r["wall_s"] for r in runs], [r["psnr"] for r in runs]
+    return dict(seeds=[r["seed"] for r in runs], wall_s_mean=statistics.mean(walls), wall_s_min=min(walls),
+                wall_s_max=max(walls), psnr_mean=statistics.mean(ps), psnr_min=min(ps), psnr_max=max(ps))
+
+
+def _official_side_by_side(b, jobs: list[tuple[str, int]], T: int, K: int) -> dict:
+    """Official solves for (case, seed) jobs, all at once in separate processes: the loop is
+    host-bound, so they share the GPU well. Their PSNR counts; their wall times do not (concurrent)."""
+    procs, out = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, seed in jobs:
+            path = os.path.join(tmp, f"{case}-{seed}.json")
+            cmd = [sys.executable, "-m", "benchmarks.anchor", "official", "--case", case, "--seed", str(seed),
+                   "--T", str(T), "--K", str(K), "--out", path]
+            procs.append((case, seed, path, subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                                                              stderr=subprocess.PIPE, text=True)))
+        deadline = time.perf_counter() + max(b.left(), 30.0)
+        for case, seed, path, p in procs:
+            try:
+                _, err = p.communicate(timeout=max(deadline - time.perf_counter(), 1.0))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                err = "timed out (budget)"
+            if p.returncode == 0 and os.path.exists(path):
+                with open(path) as f:
+                    out[(case, seed)] = dict(json.load(f), timing="concurrent")
+            else:
+                out[(case, seed)] = dict(error=(err or "")[-800:])
+    return out
+
+
+def section(b) -> None:
+    """Bench section 'anchor': full solves, official loop against fastsd's default and fastest path.
+
+    Official seed 0 of each case runs alone (its wall time is the speed anchor); the other official
+    seeds run side by side in subprocesses (PSNR only). Every fastsd solve runs alone. Each
+    implementation first runs one untimed short solve (cuDNN/cuFFT/Triton warm-up)."""
+    from benchmarks.training_step import LEVERS
+
+    dev, cfg = b.device, b.cfg
+    T, K = cfg["anchor_TK"]
+    paths = {"fastsd-default": {}}
+    if any(r["name"].endswith("/fp32+fused_norm+cudnn_benchmark") and "error" in r for r in b.results):
+        paths["fastsd-default"] = dict(fused_norm=False)  # the default's fused kernels failed here: say so
+    best = getattr(b, "best_lever", None)
+    if best is not None and LEVERS[best] != DEFAULT_ON_CUDA:
+        paths["fastsd-fastest"] = LEVERS[best]
+    runs: dict[tuple[str, str], list[dict]] = {}
+    cases = {name: mri_case(name, dev) for name in cfg["anchor_cases"]}
+
+    def record(case, impl, r):
+        name = f"anchor/{case}/{impl}/seed{r['seed']}"
+        if "error" in r:
+            b.error("anchor", name, dict(case=case, impl=impl), RuntimeError(r["error"]))
+            return
+        runs.setdefault((case, impl), []).append(r)
+        b.add("anchor", name, dict(case=case, impl=impl, T=T, K=K, seed=r["seed"]), [r["wall_s"]],
+              **{k: v for k, v in r.items() if k not in ("seed", "impl")})
+
+    for name, case in cases.items():  # warm-ups, then the solo official seed
+        official_solve(case, 0, 1, 3)
+        for opts in paths.values():
+            fastsd_solve(case, 0, "warm-up", opts, 1, 3)
+        if b.over_budget():
+            b.skip("anchor", f"anchor/{name}/official", "budget exhausted")
+            continue
+        record(name, "official", dict(official_solve(case, 0, T, K), timing="alone"))
+        b.free()
+    extra = [(name, s) for name in cases for s in range(1, cfg["official_seeds"])]
+    if extra and not b.over_budget():
+        for (name, seed), r in _official_side_by_side(b, extra, T, K).items():
+            record(name, "official", dict(r, seed=seed, impl="official"))
+    for name, case in cases.items():
+        for seed in range(cfg["fastsd_seeds"]):  # seeds interleaved, so a budget cut leaves both paths alike
+            for impl, opts in paths.items():
+                if b.over_budget():
+                    b.skip("anchor", f"anchor/{name}/{impl}/seed{seed}", "budget exhausted")
+                    continue
+                record(name, impl, dict(fastsd_solve(case, seed, impl, opts, T, K), timing="alone", options_given=opts))
+                b.free()
+    B, best_opts = cfg["volume_B"], paths.get("fastsd-fastest", {})
+    name = cfg["anchor_cases"][0]
+    if B > 1 and not b.over_budget():  # the slices of one scan on one shared network, quality
+        vol = mri_case(name, dev, batch=B)
+        record(name, f"volume-B{B}-shared", dict(fastsd_solve(vol, 0, f"volume-B{B}-shared",
+                                                              dict(best_opts, shared_net=True), T, K), timing="alone"))
+        b.free()
+    for (name, impl), rs in runs.items():
+        summ = _summary(rs)
+        solo = [r["wall_s"] for r in rs if r.get("timing") == "alone"]
+        summ["wall_s_alone_mean"] = statistics.mean(solo) if solo else None
+        b.add("anchor", f"anchor/{name}/{impl}", dict(case=name, impl=impl, T=T, K=K, summary=True), solo or [0.0],
+              **summ)
+
+
+def targets(results: list[dict]) -> dict:
+    """The issue's full-solve targets from the 'anchor' and 'levers' records."""
+    def find(name):
+        return next((r for r in results if r["name"] == name and "median_s" in r), None)
+
+    def entry(value, threshold, op):
+        ok = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
+        return dict(value=value, threshold=threshold, rule=op, **{"pass": ok})
+
+    out = {}
+    for case in CASES:
+        off = find(f"anchor/{case}/official")
+        for impl in ("fastsd-default", "fastsd-fastest"):
+            fs = find(f"anchor/{case}/{impl}") or (find(f"anchor/{case}/fastsd-default") if impl == "fastsd-fastest" else None)
+            speed = delta = None
+            if off and fs and off.get("wall_s_alone_mean") and fs.get("wall_s_alone_mean"):
+                speed = off["wall_s_alone_mean"] / fs["wall_s_alone_mean"]
+            if off and fs:
+                delta = fs["psnr_mean"] - off["psnr_mean"]
+            suffix = "" if impl == "fastsd-fastest" else f"/{impl}"
+            out[f"solve_speedup_vs_official[{case}{suffix}]"] = entry(speed, 8.0, ">=")
+            out[f"solve_psnr_delta_vs_official[{case}{suffix}]"] = entry(delta, -0.5, ">=")
+        dflt, fast = find(f"anchor/{case}/fastsd-default"), find(f"anchor/{case}/fastsd-fastest")
+        if dflt and fast:
+            out[f"solve_psnr_delta_vs_fastsd_fp32[{case}]"] = entry(fast["psnr_mean"] - dflt["psnr_mean"], -0.3, ">=")
+    steps = [r for r in results if r["name"].startswith("levers/mri-320x320-16coil/") and "median_s" in r]
+    if steps:
+        best = min(steps, key=lambda r: r["median_s"])
+        out["step_ms[mri-320x320-16coil/unet-paper]"] = dict(entry(1e3 * best["median_s"], 2.0, "<="),
+                                                              lever=best["name"].rsplit("/", 1)[1])
+    vol = next((r for r in results if r["name"].startswith("volume/mri-320x320-16coil/B") and "volume_speedup" in r),
+               None)
+    if vol:
+        out[f"volume_speedup[mri-320x320-16coil/B{vol['params']['B']}]"] = entry(vol["volume_speedup"], 1.5, ">=")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.anchor", description=__doc__.split("\n\n")[0])
+    ap.add_argument("impl", choices=["official"])
+    ap.add_argument("--case", required=True, help=f"mri-<N>x<N>-<C>coil, e.g. {', '.join(CASES)}")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--T", type=int, default=40)
+    ap.add_argument("--K", type=int, default=50)
+    ap.add_argument("--out", required=True, help="JSON file for the result")
+    args = ap.parse_args(argv)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    case = mri_case(args.case, dev)
+    r = official_solve(case, args.seed, args.T, args.K)
+    with open(args.out, "w") as f:
+        json.dump(r, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

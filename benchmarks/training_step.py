@@ -1,0 +1,126 @@
+"""The network training step: each lever alone and together, and where the step's time goes.
+
+Every variant is the solver's own step (:meth:`fastsd.solvers.sdi.SelfDiffusion.prepare` on the
+anchor's MRI problem), timed as ``run.runner.run(1)`` — a CUDA-graph replay on CUDA — so the
+numbers cannot drift from what ``solve`` runs. The breakdown captures each part of one step
+alone (network forward, network forward + backward, Adam, operator + loss forward + backward,
+noise) in its own graph; backward = (forward + backward) − forward.
+"""
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from benchmarks.anchor import mri_case
+from fastsd.graphs.step_graph import StepGraph
+from fastsd.solvers.sdi import SelfDiffusion
+
+# name -> solver options; 'fp32' is the step as it was before these levers existed.
+LEVERS = {
+    "fp32": dict(precision="fp32", fused_norm=False, cudnn_benchmark=False),
+    "fp32+cudnn_benchmark": dict(precision="fp32", fused_norm=False, cudnn_benchmark=True),
+    "fp32+fused_norm": dict(precision="fp32", fused_norm=True, cudnn_benchmark=False),
+    "fp32+fused_norm+cudnn_benchmark": dict(precision="fp32", fused_norm=True, cudnn_benchmark=True),
+    "bf16": dict(precision="bf16", fused_norm=False, cudnn_benchmark=False),
+    "bf16+cudnn_benchmark": dict(precision="bf16", fused_norm=False, cudnn_benchmark=True),
+    "bf16+fused_norm": dict(precision="bf16", fused_norm=True, cudnn_benchmark=False),
+    "bf16+fused_norm+cudnn_benchmark": dict(precision="bf16", fused_norm=True, cudnn_benchmark=True),
+}
+
+
+def prepared_run(case: dict, B: int = 1, small: bool = False, **options):
+    """The solver's prepared run on ``case`` (B copies of its measurements unless the case has B)."""
+    y = case["y"] if case["y"].shape[0] == B else case["y"][:1].expand(B, *case["y"].shape[1:]).contiguous()
+    return SelfDiffusion(preset="mri", T=2, K=1, small=small, seed=0, **options).prepare(y, case["op"])
+
+
+def breakdown_parts(run) -> dict:
+    """Zero-argument closures for the parts of ``run``'s step, each to be graphed alone."""
+    inner, net = run.inner, run.net
+    params = list(net.parameters())
+    x_in = inner.x_in
+    out0 = inner.out.detach().clone().requires_grad_(True)
+    g_out = torch.full_like(x_in, 1e-3)
+    cast = inner.autocast_dtype
+
+    def forward():
+        with torch.autocast(x_in.device.type, dtype=cast, enabled=cast is not None, cache_enabled=False):
+            return net(x_in)
+
+    def network_fwd():
+        forward()
+
+    def network_fwd_bwd():
+        for q in params:
+            q.grad = None
+        forward().float().backward(g_out)
+
+    def adam():
+        inner.optimizer.step()
+
+    def operator_loss():
+        out0.grad = None
+        inner.loss_fn(out0).sum().backward()
+
+    def noise():
+        inner.x_in.copy_(inner.noisy())
+
+    return dict(network_fwd=network_fwd, network_fwd_bwd=network_fwd_bwd, adam=adam, operator_loss=operator_loss,
+                noise=noise)
+
+
+def section(b) -> None:
+    """Bench section 'levers': step ms per lever at the anchor's 320² 16-coil case (and a breakdown of
+    the slowest and the fastest variant), plus the volume step: B slices on one shared network."""
+    dev, cfg = b.device, b.cfg
+    case = mri_case(cfg["lever_case"], dev)
+    reps, warm = cfg["step_reps"]
+    small = cfg["lever_small"]
+    timed = {}
+    for name, opts in LEVERS.items():
+        def body(opts=opts):
+            run = prepared_run(case, small=small, **opts)
+            times = b.time(lambda: run.runner.run(1), reps, warm)
+            return times, dict(step_ms=1e3 * statistics.median(times))
+
+        r = b.item("levers", f"levers/{case['name']}/{name}", dict(case=case["name"], small=small, **opts), body)
+        if r:
+            timed[name] = r
+        b.free()
+    if not timed:
+        return
+    base = timed.get("fp32")
+    best = min(timed, key=lambda k: timed[k]["median_s"])
+    for name, r in timed.items():
+        if base:
+            r["speedup_vs_fp32"] = base["median_s"] / r["median_s"]
+    b.best_lever = best
+    for name in dict.fromkeys(["fp32", best]):
+        run = prepared_run(case, small=small, **LEVERS[name])
+        run.runner.run(warm)  # Adam state and cuDNN choices as in the real step
+        for part, fn in breakdown_parts(run).items():
+            def body(fn=fn):
+                g = StepGraph(fn, dev, use_graph=dev.type == "cuda", cudnn_benchmark=LEVERS[name]["cudnn_benchmark"])
+                return b.time(lambda: g.run(1), reps, warm), {}
+
+            b.item("levers", f"breakdown/{case['name']}/{name}/{part}", dict(case=case["name"], lever=name, part=part),
+                   body)
+        del run
+        b.free()
+    # Volume: B slices of one scan per step on one shared network, against one slice per step.
+    B = cfg["volume_B"]
+    vcase = mri_case(cfg["lever_case"], dev, batch=B)
+    for label, n, shared in (("B1", 1, False), (f"B{B}", B, True)):
+        def body(n=n, shared=shared):
+            c = vcase if n == B else dict(vcase, y=vcase["y"][:1])
+            run = prepared_run(c, B=n, small=small, shared_net=shared, **LEVERS[best])
+            times = b.time(lambda: run.runner.run(1), reps, warm)
+            return times, dict(slices_per_s=n / statistics.median(times))
+
+        b.item("levers", f"volume/{case['name']}/{label}", dict(case=case["name"], B=n, shared_net=shared, lever=best),
+               body)
+        b.free()
+    one, many = b.find(f"volume/{case['name']}/B1"), b.find(f"volume/{case['name']}/B{B}")
+    if one and many:
+        many["volume_speedup"] = many["slices_per_s"] / one["slices_per_s"]
