@@ -658,6 +658,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: 1 on CPU runs, stable on shared cores; torch's default "
                          "with CUDA); 0 keeps torch's default")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override one config entry, e.g. --set fastsd_seeds=2 --set 'anchor_cases=[\"mri-256x256-1coil\"]'")
     args = ap.parse_args(argv)
 
     only = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(",") if s.strip())
@@ -672,6 +674,11 @@ def main(argv=None) -> int:
     if cases.TRITON_INTERPRET_CLEARED:
         print("note: TRITON_INTERPRET=1 was set; cleared it so the GPU runs compiled kernels", flush=True)
     cfg = config(device, quick)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            ap.error(f"--set: unknown config entry {key!r}; known: {', '.join(cfg)}")
+        cfg[key] = json.loads(value)
     env = environment(device)
     print(f"fastsd benchmarks on {env['gpu_name'] or 'cpu'} (torch {env['torch']}, triton {env['triton']}), "
           f"quick={quick}, budget {args.budget_s:g} s, sections {','.join(only)}", flush=True)

@@ -233,4 +233,5 @@ def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
     _backward_dx[grid](xr, dyr, dx, weight, bias, mean, rstd, tot,
                        st["R"], C, st["S"], st["rows_per_chunk"], st["n_cblocks"], *sx, *sd, *so,
                        BLOCK_R=st["BLOCK_R"], BLOCK_C=st["BLOCK_C"], num_warps=st["num_warps"])
-    return dx, tot[1].to(weight.dtype), tot[0].to(bias.dtype)
+    # separate tensors: a custom op's outputs must not alias one another
+    return dx, tot[1].to(weight.dtype, copy=True), tot[0].to(bias.dtype, copy=True)

@@ -58,6 +58,8 @@ def test_kernel_matches_reference_and_autograd(shape, dtype, channels_last, kern
         assert rel_err(y, y_ref) < _tol(dtype), impl.__name__
         dx, dw, db = impl.bn_relu_backward(dy, x, w, b, mean, rstd)
         assert dx.dtype == dtype and dw.dtype == w.dtype and not dx.isnan().any()
+        storages = {t.untyped_storage().data_ptr() for t in (dx, dw, db)}
+        assert len(storages) == 3, "outputs of a custom op must not alias each other"
         assert rel_err(dx, dx_ref) < 5 * _tol(dtype), impl.__name__
         assert rel_err(dw, dw_ref) < 5 * _tol(dtype) and rel_err(db, db_ref) < 5 * _tol(dtype), impl.__name__
 
