@@ -7,6 +7,7 @@ import torch
 
 import fastsd.functional.fidelity as FF
 from fastsd.kernels import fidelity as K
+from fastsd.kernels import utils as KU
 from fastsd.reference import fidelity as R
 from fastsd.testing import TOLERANCE, poisoned_like, rel_err
 
@@ -86,7 +87,7 @@ def test_int64_index_path(kernel_device, monkeypatch):
     small tensor so it is compiled and checked."""
     x, y, mask = _problem((2, 3, 13, 11), (1, 1, 13, 11), "float", torch.float32, kernel_device)
     want = K.masked_fidelity(x, y, mask, block=64)
-    monkeypatch.setattr(K, "needs_int64", lambda n, b: True)
+    monkeypatch.setattr(KU, "needs_int64", lambda n, b: True)
     got = K.masked_fidelity(x, y, mask, block=64)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
