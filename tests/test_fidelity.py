@@ -104,16 +104,17 @@ def test_empty_batch(kernel_device):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=_ids)
-def test_public_op_value_and_backward(case, device):
+def test_public_op_value_and_backward(case, device, maybe_compile):
     """Values and the backward of ``Σ_b w_b loss_b`` (weights per problem) in x, y and a float mask
-    against autograd through the plain expression."""
+    against autograd through the plain expression, eager and under torch.compile(fullgraph=True)."""
+    op = maybe_compile(lambda x, y, m: FF.masked_fidelity(x, y, m, validate=False))
     x, y, mask = _problem(*case, torch.float32, device)
     if mask is not None:
         mask = mask.float()
     w = torch.tensor([1.0, -2.0, 0.5], device=device)
     xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     ml = None if mask is None else mask.clone().requires_grad_(True)
-    loss, grad = FF.masked_fidelity(xl, yl, ml)
+    loss, grad = op(xl, yl, ml)
     (loss * w).sum().backward()
     xr, yr = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     mr = None if mask is None else mask.clone().requires_grad_(True)
