@@ -22,7 +22,14 @@ import triton
 import triton.language as tl
 
 from fastsd.kernels.utils import (
-    BLOCK, batch_layout, block_coords, is_big, is_flat, problem_stride, real_view, strided_offsets,
+    BLOCK,
+    batch_layout,
+    block_coords,
+    is_big,
+    is_flat,
+    problem_stride,
+    real_view,
+    strided_offsets,
 )
 from fastsd.reference.noise import noise_shape
 
