@@ -9,38 +9,25 @@ import os
 
 import torch
 
-_BACKENDS = ("auto", "triton", "reference")
+_BACKENDS = ("auto", "reference")
 _state = {"backend": os.environ.get("FASTSD_BACKEND", "auto")}
 if _state["backend"] not in _BACKENDS:
     raise ValueError(f"FASTSD_BACKEND must be one of {_BACKENDS}, got {_state['backend']!r}")
 
 
-def interpreter_enabled() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def use_triton(t: torch.Tensor) -> bool:
-    """Whether a fused op on ``t`` should launch Triton kernels (CUDA tensors, backend not 'reference')."""
-    return t.is_cuda and _state["backend"] != "reference"
-
-
 def implementation(t: torch.Tensor, kernels: str, reference):
     """The module whose functions a fused op calls on ``t``: the launchers of
-    ``fastsd.kernels.<kernels>`` when :func:`use_triton` (imported on first use, so CPU-only runs
-    never load Triton kernels), else ``reference`` (same function names and semantics)."""
-    if use_triton(t):
+    ``fastsd.kernels.<kernels>`` for CUDA tensors unless the backend is ``'reference'`` (imported
+    on first use, so CPU-only runs never load Triton kernels), else ``reference`` (same function
+    names and semantics)."""
+    if t.is_cuda and _state["backend"] != "reference":
         return importlib.import_module(f"fastsd.kernels.{kernels}")
     return reference
 
 
-def current_backend() -> str:
-    return _state["backend"]
-
-
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Temporarily select ``'auto'``, ``'triton'`` or ``'reference'`` for fused ops."""
+    """Temporarily select ``'auto'`` or ``'reference'`` for fused ops."""
     if name not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
     old, _state["backend"] = _state["backend"], name

@@ -12,7 +12,8 @@ noise on every replay once the caller increments ``step`` in place. The output h
 :mod:`fastsd.reference.noise` reproduces the stream bit for bit in the integers (up to float ulps
 of log/cos in the normal values). Complex (B,H,W) inputs are packed to real (B,2,H,W) through the
 strides of their ``view_as_real`` view. ``sigma`` and the optional ``scale`` tensor are 0-d or per
-problem (B,).
+problem (B,). :func:`gaussian_noise` is the same kernel without ``x`` (and ``sigma``). Grid and
+layout follow :mod:`fastsd.kernels.utils`.
 """
 from __future__ import annotations
 
@@ -20,68 +21,57 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsd.kernels.fidelity import _block_coords, _offsets, collapse_dims, needs_int64
+from fastsd.kernels.utils import (
+    BLOCK,
+    batch_layout,
+    block_coords,
+    is_big,
+    is_flat,
+    problem_stride,
+    real_view,
+    strided_offsets,
+)
+from fastsd.reference.noise import noise_shape
 
 __all__ = ["noisy_input", "gaussian_noise", "BLOCK"]
 
-BLOCK = 1024
 
-
+@triton.heuristics({
+    "HAS_X": lambda args: args["x_ptr"] is not None,
+    "HAS_SCALE": lambda args: args["scale_ptr"] is not None,
+    "FLAT": is_flat,
+    "BIG": is_big,
+})
 @triton.jit
 def _noisy_input_kernel(
     x_ptr, sigma_ptr, scale_ptr, seed_ptr, step_ptr, out_ptr,
-    scale_value, n_per, c_step, c_b, D2, D3,
+    scale_value, n_per, c_step, c_b, D1, D2, D3,
     sx_b, sx_1, sx_2, sx_3, s_sigma, s_scale, s_seed,
     HAS_X: tl.constexpr, HAS_SCALE: tl.constexpr, FLAT: tl.constexpr, BIG: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b, offs, valid = _block_coords(n_per, BLOCK, BIG)
-    seed = tl.load(seed_ptr + b * s_seed)
+    i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)
+    seed = tl.load(seed_ptr + i_b * s_seed)
     step = tl.load(step_ptr)
-    eps = tl.randn(seed, step * c_step + b * c_b + offs.to(tl.int64))  # int64 counter: hi word used
+    b_eps = tl.randn(seed, step * c_step + i_b * c_b + o_j.to(tl.int64))  # int64 counter: hi word used
     if HAS_X:
-        xv = tl.load(x_ptr + _offsets(offs, b, sx_b, sx_1, sx_2, sx_3, D2, D3, FLAT), mask=valid, other=0.0)
-        sigma = tl.load(sigma_ptr + b * s_sigma).to(tl.float32)
-        res = xv.to(tl.float32) + sigma * eps
+        b_x = tl.load(x_ptr + strided_offsets(o_j, i_b, sx_b, sx_1, sx_2, sx_3, D2, D3, FLAT), mask=m_j, other=0.0)
+        sigma = tl.load(sigma_ptr + i_b * s_sigma).to(tl.float32)
+        b_out = b_x.to(tl.float32) + sigma * b_eps
     else:
-        res = eps
+        b_out = b_eps
     if HAS_SCALE:
-        res = tl.load(scale_ptr + b * s_scale).to(tl.float32) * res
-    res = res * scale_value
-    tl.store(out_ptr + b * n_per + offs, res, mask=valid)
+        b_out = tl.load(scale_ptr + i_b * s_scale).to(tl.float32) * b_out
+    b_out = b_out * scale_value
+    tl.store(out_ptr + i_b * n_per + o_j, b_out, mask=m_j)
 
 
-def _output_shape(x: torch.Tensor) -> tuple[int, ...]:
-    """Output shape of the noisy input: complex (B,H,W) -> real (B,2,H,W); real unchanged."""
-    if x.is_complex():
-        b, h, w = x.shape
-        return (b, 2, h, w)
-    return tuple(x.shape)
-
-
-def _layout(x: torch.Tensor):
-    """(real tensor, (D1, D2, D3), inner strides) of ``x`` read in the packed output layout."""
-    if x.is_complex():
-        _, h, w = x.shape
-        xr = torch.view_as_real(x.resolve_conj())  # (B, H, W, 2), strides in real units
-        d, (st,) = collapse_dims((2, h, w), (xr.stride(3), xr.stride(1), xr.stride(2)))
-        return xr, d, st
-    layout = collapse_dims(x.shape[1:], x.stride()[1:])
-    if layout is None:  # more than three unmergeable inner dims
-        x = x.contiguous()
-        layout = collapse_dims(x.shape[1:], x.stride()[1:])
-    d, (st,) = layout
-    return x, d, st
-
-
-def _stride0(t) -> int:
-    return t.stride(0) if t is not None and t.ndim else 0
-
-
-def _launch(x, sigma, seed, step, scale, scale_value, out, has_x, block):
-    shape = _output_shape(x)
+def _launch(like, seed, step, out, block, x=None, sigma=None, scale=None, scale_value: float = 1.0):
+    """Write ``scale_value * scale * (x + sigma * eps)`` (``eps`` alone without ``x``) in the
+    packed output layout of ``like`` to ``out`` (checked, or a new float32 tensor)."""
+    shape = noise_shape(like)
     if out is None:
-        out = torch.empty(shape, dtype=torch.float32, device=x.device)
+        out = torch.empty(shape, dtype=torch.float32, device=like.device)
     elif tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous float32 tensor of shape {shape}")
     total = out.numel()
@@ -89,17 +79,14 @@ def _launch(x, sigma, seed, step, scale, scale_value, out, has_x, block):
         return out
     B = shape[0]
     n_per = total // B
-    if has_x:
-        xt, (D1, D2, D3), st = _layout(x)
-    else:  # gaussian_noise reads no input: out stands in as an unused pointer
-        xt, (D1, D2, D3), st = out, (1, 1, n_per), (0, 0, 1)
-    per_problem_seed = seed.ndim == 1
-    c_step, c_b = (n_per, 0) if per_problem_seed else (total, n_per)
+    if x is not None and x.is_complex():
+        x = real_view(x).permute(0, 3, 1, 2)  # (B, 2, H, W), read through the strides
+    (xt,), sizes, (sx,) = batch_layout(shape, x)
+    c_step, c_b = (n_per, 0) if seed.ndim == 1 else (total, n_per)  # per-problem or shared seed
     _noisy_input_kernel[(B * triton.cdiv(n_per, block),)](
-        xt, sigma if has_x else out, scale if scale is not None else out, seed, step, out,
-        float(scale_value), n_per, c_step, c_b, D2, D3,
-        xt.stride(0), *st, _stride0(sigma) if has_x else 0, _stride0(scale), _stride0(seed),
-        HAS_X=has_x, HAS_SCALE=scale is not None, FLAT=(D1 == 1 and D2 == 1), BIG=needs_int64(n_per, block),
+        xt, sigma, scale, seed, step, out,
+        float(scale_value), n_per, c_step, c_b, *sizes,
+        *sx, problem_stride(sigma), problem_stride(scale), problem_stride(seed),
         BLOCK=block,
     )
     return out
@@ -111,9 +98,9 @@ def noisy_input(x, sigma, seed, step, scale=None, scale_value: float = 1.0, out=
     ``x`` real (B, ...) of any strides or complex64 (B, H, W); ``sigma``/``scale`` 0-d or (B,)
     (``scale`` may be None); ``seed`` int64 0-d or (B,); ``step`` int64 0-d; ``out`` contiguous
     float32 of the output shape."""
-    return _launch(x, sigma, seed, step, scale, scale_value, out, True, block)
+    return _launch(x, seed, step, out, block, x=x, sigma=sigma, scale=scale, scale_value=scale_value)
 
 
 def gaussian_noise(like: torch.Tensor, seed, step, out=None, block: int = BLOCK) -> torch.Tensor:
     """The noise ``eps`` that :func:`noisy_input` adds to ``like`` (float32, packed layout)."""
-    return _launch(like, None, seed, step, None, 1.0, out, False, block)
+    return _launch(like, seed, step, out, block)

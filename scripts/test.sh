@@ -7,4 +7,5 @@ bash scripts/setup.sh
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   export TRITON_INTERPRET=1
 fi
+.venv/bin/ruff check .  # lint first (rules: pyproject.toml [tool.ruff])
 exec .venv/bin/python -m pytest -q "$@"

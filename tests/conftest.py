@@ -28,6 +28,39 @@ def kernel_device():
     return torch.device(KERNEL_DEVICE)
 
 
+# torch.compile(fullgraph=True) parametrisation of the custom-op tests. On CUDA inductor compiles
+# the graph around the Triton custom ops. On CPU the ops run their reference behind torch.library,
+# so compiling checks the tracing, the fake and the autograd registrations: AOTAutograd's eager
+# backend checks exactly those, without inductor's C++ build (about half a minute of warm-up on
+# a 2-core CPU).
+COMPILE_BACKEND = "inductor" if HAS_CUDA else "aot_eager"
+_compile_probe: list = []
+
+
+def _compile_unavailable() -> str | None:
+    """Why torch.compile cannot run here (None when it can); probed once per session."""
+    if not _compile_probe:
+        try:
+            torch.compile(lambda t: t + 1, fullgraph=True, backend=COMPILE_BACKEND)(torch.ones(2))
+            _compile_probe.append(None)
+        except Exception as e:  # noqa: BLE001 - any failure means: cannot compile on this machine
+            _compile_probe.append(f"torch.compile({COMPILE_BACKEND!r}) does not run here: {type(e).__name__}: {e}")
+    return _compile_probe[0]
+
+
+@pytest.fixture(params=[False, True], ids=["eager", "compiled"])
+def maybe_compile(request):
+    """A wrapper for the function under test: the identity, or torch.compile(fullgraph=True)
+    (no graph breaks allowed) after a reset, so earlier tests' caches cannot hide a recompile."""
+    if not request.param:
+        return lambda fn: fn
+    reason = _compile_unavailable()
+    if reason:
+        pytest.skip(reason)
+    torch.compiler.reset()
+    return lambda fn: torch.compile(fn, fullgraph=True, backend=COMPILE_BACKEND, dynamic=False)
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:

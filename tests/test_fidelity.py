@@ -7,6 +7,7 @@ import torch
 
 import fastsd.functional.fidelity as FF
 from fastsd.kernels import fidelity as K
+from fastsd.kernels import utils as KU
 from fastsd.reference import fidelity as R
 from fastsd.testing import TOLERANCE, poisoned_like, rel_err
 
@@ -86,7 +87,7 @@ def test_int64_index_path(kernel_device, monkeypatch):
     small tensor so it is compiled and checked."""
     x, y, mask = _problem((2, 3, 13, 11), (1, 1, 13, 11), "float", torch.float32, kernel_device)
     want = K.masked_fidelity(x, y, mask, block=64)
-    monkeypatch.setattr(K, "needs_int64", lambda n, b: True)
+    monkeypatch.setattr(KU, "needs_int64", lambda n, b: True)
     got = K.masked_fidelity(x, y, mask, block=64)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
@@ -103,16 +104,17 @@ def test_empty_batch(kernel_device):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=_ids)
-def test_public_op_value_and_backward(case, device):
+def test_public_op_value_and_backward(case, device, maybe_compile):
     """Values and the backward of ``Σ_b w_b loss_b`` (weights per problem) in x, y and a float mask
-    against autograd through the plain expression."""
+    against autograd through the plain expression, eager and under torch.compile(fullgraph=True)."""
+    op = maybe_compile(lambda x, y, m: FF.masked_fidelity(x, y, m, validate=False))
     x, y, mask = _problem(*case, torch.float32, device)
     if mask is not None:
         mask = mask.float()
     w = torch.tensor([1.0, -2.0, 0.5], device=device)
     xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     ml = None if mask is None else mask.clone().requires_grad_(True)
-    loss, grad = FF.masked_fidelity(xl, yl, ml)
+    loss, grad = op(xl, yl, ml)
     (loss * w).sum().backward()
     xr, yr = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     mr = None if mask is None else mask.clone().requires_grad_(True)

@@ -8,8 +8,8 @@ import triton
 import triton.language as tl
 
 import fastsd.functional.noise as FN
-from fastsd.kernels import fidelity as KF
 from fastsd.kernels import noise as K
+from fastsd.kernels import utils as KU
 from fastsd.reference import noise as R
 from fastsd.testing import TOLERANCE, poisoned_like, rel_err
 
@@ -170,7 +170,7 @@ def test_int64_index_path(kernel_device, monkeypatch):
     result; forced here on a small tensor so it is compiled and checked."""
     x, sigma, sc, value, seed, step = _args(CASES[1], kernel_device)
     want = K.noisy_input(x, sigma, seed, step, sc, value, block=64)
-    monkeypatch.setattr(K, "needs_int64", lambda n, b: True)
+    monkeypatch.setattr(KU, "needs_int64", lambda n, b: True)
     assert torch.equal(K.noisy_input(x, sigma, seed, step, sc, value, block=64), want)
 
 
@@ -276,11 +276,13 @@ def test_cuda_graph_replay_draws_new_noise():
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[5]], ids=_ids)
-def test_public_op_matches_reference_and_autograd(case, device):
+def test_public_op_matches_reference_and_autograd(case, device, maybe_compile):
+    """Value and backward against the reference and autograd through the plain expression, eager
+    and under torch.compile(fullgraph=True)."""
     x, sigma, sc, value, seed, step = _args(case, device)
     scale = sc if sc is not None else value
     xl = x.clone().requires_grad_(True)
-    out = FN.noisy_input(xl, sigma, seed, step, scale)
+    out = maybe_compile(lambda *a: FN.noisy_input(*a, validate=False))(xl, sigma, seed, step, scale)
     assert rel_err(out, R.noisy_input(x, sigma, seed, step, sc, value)) < TOLERANCE[torch.float32]
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(device)
     (out * w).sum().backward()
@@ -346,9 +348,3 @@ def test_launcher_rejects_wrong_out_buffer():
     with pytest.raises(ValueError, match="out must be a contiguous float32"):
         K.noisy_input(x, s, seed, step, out=torch.empty(3, 2).t())
 
-
-def test_collapse_dims():
-    """Layout helper shared with the fidelity kernel: merges contiguous runs, keeps broadcast dims."""
-    assert KF.collapse_dims((5, 7, 9), (63, 9, 1)) == ((1, 1, 315), [(0, 0, 1)])
-    assert KF.collapse_dims((5, 7, 9), (63, 9, 1), (0, 9, 1)) == ((1, 5, 63), [(0, 63, 1), (0, 0, 1)])
-    assert KF.collapse_dims((2, 3, 4, 5), (1, 2, 6, 24)) is None

@@ -25,10 +25,6 @@ from fastsd.ops.image import (
 )
 from fastsd.testing import TOLERANCE, rel_err
 
-
-
-
-
 # (name, builder(H, W, C) -> operator, image sizes); Downsample sizes are multiples of the factor
 KERNELS = {
     "gaussian": lambda: gaussian_kernel(1.2),

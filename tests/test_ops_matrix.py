@@ -12,9 +12,6 @@ from fastsd.ops.base import batch_dot
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix, radar_steering_matrix
 from fastsd.testing import rel_err
 
-
-
-
 ANGLES = torch.linspace(-60, 60, 61)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
+from fastsd._utils import per_problem
 from fastsd.reference import fidelity as _ref
 
 __all__ = ["masked_fidelity", "residual_loss"]
@@ -45,7 +46,7 @@ def _backward(ctx, g_loss, g_grad):
     x, y, mask, grad = ctx.saved_tensors
     acc = _ref.accumulate_dtype(x)
     m = 1.0 if mask is None else mask.to(acc)
-    gl = None if g_loss is None else g_loss.to(acc).reshape((-1,) + (1,) * (x.ndim - 1))
+    gl = None if g_loss is None else per_problem(g_loss.to(acc), x)
     gg = None if g_grad is None else g_grad.to(acc)
     gx = gy = gm = None
     if ctx.needs_input_grad[0]:

@@ -15,6 +15,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
+from fastsd._utils import per_problem
 from fastsd.reference import noise as _ref
 
 __all__ = ["noisy_input", "gaussian_noise"]
@@ -52,7 +53,7 @@ def _backward_noisy(ctx, g):
     (scale,) = ctx.saved_tensors
     gx = g * ctx.scale_value
     if scale is not None:
-        gx = gx * scale.to(g.dtype).reshape((-1,) + (1,) * (g.ndim - 1))
+        gx = gx * per_problem(scale.to(g.dtype), g)
     if ctx.x_dtype.is_complex:  # undo the (B,H,W) complex -> (B,2,H,W) packing
         gx = torch.view_as_complex(gx.permute(0, 2, 3, 1).contiguous())
     return gx.to(ctx.x_dtype), None, None, None, None, None

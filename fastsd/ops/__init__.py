@@ -9,11 +9,10 @@ from fastsd.ops.image import (
     Downsample,
     Inpainting,
     anisotropic_gaussian_kernel,
-    box_mask,
     gaussian_kernel,
     motion_kernel,
-    random_pixel_mask,
 )
+from fastsd.ops.image_masks import box_mask, random_pixel_mask
 from fastsd.ops.masks import acceleration_of, equispaced_mask, gaussian_mask_2d, poisson_disc_mask_2d, random_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix, radar_steering_matrix
 from fastsd.ops.mri import MRI

@@ -14,24 +14,29 @@ generic reference implementation here that subclasses override with fused kernel
 * ``pinv(y)``              minimum-norm solution A^† y
 * ``norm(x_like)``         ‖A‖₂ by power iteration
 
+:class:`CheckedOperator` validates images and measurements through one hook;
+:class:`DiagonalOperator` derives everything from a diagonal in an orthonormal basis.
+
 Batch convention: dimension 0 of ``x`` and ``y`` indexes independent problems.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
-__all__ = ["LinearOperator", "batch_dot", "conjugate_gradient"]
+from fastsd._checks import check_finite, check_shape
+from fastsd._utils import per_problem
+
+__all__ = ["LinearOperator", "CheckedOperator", "DiagonalOperator", "batch_dot", "conjugate_gradient",
+           "check_measurement_finite", "as_gamma"]
 
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Real part of <a, b> per batch element, shape (B,)."""
     prod = a.conj() * b if a.is_complex() else a * b
     return prod.real.reshape(a.shape[0], -1).sum(1)
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 def conjugate_gradient(apply, b: torch.Tensor, x0: torch.Tensor | None = None, iters: int = 50, tol: float = 1e-7):
@@ -46,10 +51,10 @@ def conjugate_gradient(apply, b: torch.Tensor, x0: torch.Tensor | None = None, i
             break
         ap = apply(p)
         alpha = rs / batch_dot(p, ap).clamp_min(torch.finfo(rs.dtype).tiny)
-        x = x + _bcast(alpha, x) * p
-        r = r - _bcast(alpha, r) * ap
+        x = x + per_problem(alpha, x) * p
+        r = r - per_problem(alpha, r) * ap
         rs_new = batch_dot(r, r)
-        p = r + _bcast(rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), p) * p
+        p = r + per_problem(rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), p) * p
         rs = rs_new
     return x
 
@@ -70,7 +75,7 @@ class _FidelityLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_loss, _g_grad):
         (grad,) = ctx.saved_tensors
-        return _bcast(g_loss, grad).to(grad.dtype) * grad, None, None
+        return per_problem(g_loss, grad).to(grad.dtype) * grad, None, None
 
 
 class LinearOperator(nn.Module):
@@ -132,8 +137,147 @@ class LinearOperator(nn.Module):
         v = torch.randn(x_like.shape, generator=gen, dtype=x_like.dtype).to(x_like.device)
         lam = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
         for _ in range(iters):
-            v = v / _bcast(batch_dot(v, v).sqrt().clamp_min(1e-30), v)
+            v = v / per_problem(batch_dot(v, v).sqrt().clamp_min(1e-30), v)
             w = self.normal(v)
             lam = batch_dot(v, w)
             v = w
         return lam.clamp_min(0).sqrt()
+
+
+# -- validation shared by the concrete operators ---------------------------------------------
+
+
+def check_measurement_finite(op: nn.Module, name: str, y: torch.Tensor) -> None:
+    """``check_finite`` on a measurement, once per tensor and version.
+
+    Solvers pass the same ``y`` at every iteration; re-checking would cost a host sync per step
+    and cannot run inside a CUDA graph capture (skipped there: the graph was validated eagerly).
+    """
+    if y.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    seen = getattr(op, "_finite_seen", None)
+    if seen is not None and seen[0]() is y and seen[1] == y._version:
+        return
+    check_finite(name, y)
+    op._finite_seen = (weakref.ref(y), y._version)
+
+
+def as_gamma(gamma, like: torch.Tensor):
+    """A step size ``γ ≥ 0`` as a float, or a tensor of shape () or (B,) in ``like``'s real
+    precision, reshaped to broadcast over ``like``."""
+    if isinstance(gamma, torch.Tensor):
+        if gamma.ndim == 1:
+            check_shape("gamma", gamma, (like.shape[0],))
+        elif gamma.ndim != 0:
+            raise ValueError(f"gamma must be a float, a scalar or shape (B,) tensor, got shape {tuple(gamma.shape)}")
+        gamma = gamma.to(device=like.device, dtype=like.real.dtype if like.is_complex() else like.dtype)
+        return per_problem(gamma, like)
+    gamma = float(gamma)
+    if not gamma >= 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    return gamma
+
+
+class CheckedOperator(LinearOperator):
+    """An operator whose images and measurements pass one hook, ``_check(name, t)`` (name ``"x"``
+    or ``"y"``); measurements must also be finite."""
+
+    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_input(self, x):
+        return self._check("x", x)
+
+    def check_measurement(self, y, finite: bool = True):
+        self._check("y", y)
+        if finite:
+            check_measurement_finite(self, "y", y)
+        return y
+
+    def check_pair(self, x: torch.Tensor, y: torch.Tensor, xname: str = "x") -> None:
+        """Validate an (image, measurement) pair: each on its own, then that they agree in device,
+        dtype and shape (``y`` must have the shape ``measurement_shape(x.shape)`` of ``A x``),
+        then the finiteness of ``y``."""
+        self.check_input(x)
+        self.check_measurement(y, finite=False)
+        if x.device != y.device:
+            raise ValueError(f"{xname} is on {x.device} but y is on {y.device}")
+        if x.dtype != y.dtype:
+            raise ValueError(f"{xname} has dtype {x.dtype} but y has dtype {y.dtype}; they must match")
+        want = self.measurement_shape(x.shape)
+        if tuple(y.shape) != want:
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected {want} for {xname} of shape {tuple(x.shape)}")
+        check_measurement_finite(self, "y", y)
+
+
+class DiagonalOperator(CheckedOperator):
+    """``A = V diag(s) Vᴴ`` for an orthonormal basis ``V`` (deepinv's ``DecomposablePhysics`` with
+    ``U = V``): every operation is a scaling in the basis, so ``prox_l2``, ``pinv`` and ``project``
+    have closed forms derived here once.
+
+    Subclasses give :meth:`diagonal` (``None`` for ``s = 1``) and, unless the basis is the pixel
+    basis, :meth:`to_basis` / :meth:`from_basis`; :meth:`pinv_diagonal` (``s⁺``) defaults to ``s``,
+    exact for a 0/1 diagonal (masks). ``iters`` arguments are unused (no iterative solves).
+    """
+
+    def diagonal(self, like: torch.Tensor) -> torch.Tensor | None:
+        """``s`` in ``like``'s precision, broadcastable against ``to_basis(like)``; ``None``: s = 1."""
+        raise NotImplementedError
+
+    def pinv_diagonal(self, like: torch.Tensor) -> torch.Tensor | None:
+        """``s⁺``: ``1 / s`` where ``A`` keeps a component, 0 elsewhere."""
+        return self.diagonal(like)
+
+    def measurement_shape(self, x_shape) -> tuple[int, ...]:
+        """Shape of ``A x`` for an image of shape ``x_shape``: the same."""
+        return tuple(x_shape)
+
+    def to_basis(self, x: torch.Tensor) -> torch.Tensor:
+        """Coefficients ``Vᴴ x``."""
+        return x
+
+    def from_basis(self, c: torch.Tensor) -> torch.Tensor:
+        """The image ``V c``."""
+        return c
+
+    def _scaled(self, x: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        """``V diag(s) Vᴴ x``."""
+        return x if s is None else self.from_basis(self.to_basis(x) * s)
+
+    def forward(self, x):
+        self.check_input(x)
+        return self._scaled(x, self.diagonal(x))
+
+    def adjoint(self, y):
+        self.check_measurement(y, finite=False)
+        s = self.diagonal(y)
+        return self._scaled(y, None if s is None else s.conj())
+
+    def normal(self, x):
+        self.check_input(x)
+        s = self.diagonal(x)
+        return self._scaled(x, None if s is None else s.abs().square())
+
+    def prox_l2(self, z, y, gamma, iters=None):
+        """``V (Vᴴ z + γ s̄ Vᴴ y) / (1 + γ |s|²)``."""
+        self.check_pair(z, y, "z")
+        s, g = self.diagonal(z), as_gamma(gamma, z)
+        if s is None:
+            return (z + g * y) / (1 + g)
+        num = self.to_basis(z) + g * s.conj() * self.to_basis(y)
+        return self.from_basis(num / (1 + g * s.abs().square()))
+
+    def pinv(self, y, iters=None):
+        """``A⁺ y = V s⁺ Vᴴ y``."""
+        self.check_measurement(y)
+        return self._scaled(y, self.pinv_diagonal(y))
+
+    def project(self, x, y, iters=None):
+        """``x − A⁺(A x − y)``: the components ``A`` keeps (``s⁺ ≠ 0``) become ``s⁺ Vᴴ y``, exactly;
+        the others stay those of ``x``."""
+        self.check_pair(x, y)
+        sp = self.pinv_diagonal(x)
+        if sp is None:
+            return y.clone()
+        c = torch.where(sp != 0, self.to_basis(y) * sp, self.to_basis(x))
+        return self.from_basis(c)

@@ -4,7 +4,10 @@ All act on real images ``x`` of shape (B, C, H, W) (batch dim 0 = independent pr
 channel count) and are exact adjoint pairs, so solvers can use ``adjoint``, ``prox_l2``,
 ``project`` and ``pinv`` interchangeably with the MRI operators. Convolutions are circular
 (periodic boundary), which makes every operator diagonal in Fourier and gives closed forms for
-the proximal map and the pseudo-inverse instead of the generic conjugate-gradient solves.
+the proximal map and the pseudo-inverse instead of the generic conjugate-gradient solves:
+Inpainting, Denoise and Blur are :class:`~fastsd.ops.base.DiagonalOperator` s (pixel and Fourier
+basis), Downsample has its own closed forms through the aliased low-resolution system. Image
+masks live in :mod:`fastsd.ops.image_masks` (re-exported here).
 ``fidelity`` runs the fused ``fastsd::masked_fidelity`` op: with the mask (Inpainting), without
 (Denoise), or on the residual ``A x − y`` with the gradient chained through ``Aᴴ`` (Blur,
 Downsample). Its loss is float32 (float64 for float64 images).
@@ -15,14 +18,13 @@ than a buffer are accepted and the buffer is cast to the image's precision.
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Sequence
 
 import torch
 
-from fastsd._checks import check_finite, check_shape, check_tensor
+from fastsd._checks import check_finite, check_tensor
 from fastsd.functional.fidelity import masked_fidelity, residual_loss
-from fastsd.ops.base import LinearOperator
+from fastsd.ops.base import CheckedOperator, DiagonalOperator, as_gamma
+from fastsd.ops.image_masks import box_mask, random_pixel_mask
 
 __all__ = [
     "Inpainting",
@@ -44,36 +46,6 @@ FFT_DTYPES = (torch.float32, torch.float64)
 # -- shared helpers ---------------------------------------------------------------------------
 
 
-def check_measurement_finite(op: torch.nn.Module, name: str, y: torch.Tensor) -> None:
-    """``check_finite`` on a measurement, once per tensor and version.
-
-    Solvers pass the same ``y`` at every iteration; re-checking would cost a host sync per step
-    and cannot run inside a CUDA graph capture (skipped there: the graph was validated eagerly).
-    """
-    if y.is_cuda and torch.cuda.is_current_stream_capturing():
-        return
-    seen = getattr(op, "_finite_seen", None)
-    if seen is not None and seen[0]() is y and seen[1] == y._version:
-        return
-    check_finite(name, y)
-    op._finite_seen = (weakref.ref(y), y._version)
-
-
-def _gamma(gamma, like: torch.Tensor):
-    """A float, or a tensor of shape (B,) / scalar reshaped to broadcast over ``like``."""
-    if isinstance(gamma, torch.Tensor):
-        if gamma.ndim == 1:
-            check_shape("gamma", gamma, (like.shape[0],))
-        elif gamma.ndim != 0:
-            raise ValueError(f"gamma must be a float, a scalar or shape (B,) tensor, got shape {tuple(gamma.shape)}")
-        gamma = gamma.to(device=like.device, dtype=like.real.dtype if like.is_complex() else like.dtype)
-        return gamma.reshape((-1,) + (1,) * (like.ndim - 1))
-    gamma = float(gamma)
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    return gamma
-
-
 def _img_size(img_size) -> tuple[int, int]:
     if isinstance(img_size, int):
         img_size = (img_size, img_size)
@@ -91,25 +63,10 @@ def _check_image(op, name: str, t: torch.Tensor, size, device, dtypes=REAL_DTYPE
     return t
 
 
-def _check_pair(op, x: torch.Tensor, y: torch.Tensor, xname: str = "x") -> None:
-    """Validate an (image, measurement) pair: each on its own, then that they agree in device,
-    dtype and shape (``y`` must have the shape of ``op(x)``), then the finiteness of ``y``."""
-    op.check_input(x)
-    op.check_measurement(y, finite=False)
-    if x.device != y.device:
-        raise ValueError(f"{xname} is on {x.device} but y is on {y.device}")
-    if x.dtype != y.dtype:
-        raise ValueError(f"{xname} has dtype {x.dtype} but y has dtype {y.dtype}; they must match")
-    want = op.measurement_shape(x.shape)
-    if tuple(y.shape) != want:
-        raise ValueError(f"y has shape {tuple(y.shape)}; expected {want} for {xname} of shape {tuple(x.shape)}")
-    check_measurement_finite(op, "y", y)
-
-
 def _residual_fidelity(op, x: torch.Tensor, y: torch.Tensor):
     """``fidelity`` of a non-mask operator: the fused residual loss on ``A x`` (loss and ``2 r`` in
     one pass), the gradient chained through ``A^H``."""
-    _check_pair(op, x, y)
+    op.check_pair(x, y)
     with torch.no_grad():
         loss, g = residual_loss(op.forward(x), y, validate=False)
         return loss, op.adjoint(g)
@@ -129,32 +86,22 @@ def _as_complex(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(buf.to(like.dtype).contiguous())
 
 
-class CheckedOperator(LinearOperator):
-    """An operator whose images and measurements pass one hook, ``_check(name, t)`` (name ``"x"``
-    or ``"y"``); measurements must also be finite."""
-
-    def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def check_input(self, x):
-        return self._check("x", x)
-
-    def check_measurement(self, y, finite: bool = True):
-        self._check("y", y)
-        if finite:
-            check_measurement_finite(self, "y", y)
-        return y
+def _truncated_inverse(d: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``1 / d`` where ``|d| > threshold · max |d|``, 0 elsewhere (a truncated-SVD inverse)."""
+    mag = d.abs()
+    keep = mag > threshold * mag.max()
+    return torch.where(keep, 1 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
 
 
 # -- inpainting and denoising -----------------------------------------------------------------
 
 
-class Inpainting(CheckedOperator):
+class Inpainting(DiagonalOperator):
     """A x = m ⊙ x with a binary mask ``m`` (1 = observed pixel).
 
-    ``mask`` has shape (H, W), (C, H, W) or (B, C, H, W); leading sizes of 1 broadcast. Because
-    m² = m, every derived operation has a closed form; the fidelity runs the fused
-    ``masked_fidelity`` op (one pass for loss and gradient).
+    ``mask`` has shape (H, W), (C, H, W) or (B, C, H, W); leading sizes of 1 broadcast. A is
+    diagonal in the pixel basis with m² = m, so m⁺ = m and every derived operation has a closed
+    form; the fidelity runs the fused ``masked_fidelity`` op (one pass for loss and gradient).
     """
 
     def __init__(self, mask: torch.Tensor):
@@ -179,48 +126,18 @@ class Inpainting(CheckedOperator):
                                  f"(dimension {dim})")
         return t
 
-    def _m(self, like: torch.Tensor) -> torch.Tensor:
+    def diagonal(self, like: torch.Tensor) -> torch.Tensor:
+        """The mask in ``like``'s precision, as (B|1, C|1, H, W)."""
         m = self.mask.to(like.dtype)
         return m.reshape((1,) * (4 - m.ndim) + tuple(m.shape))
 
-    def forward(self, x):
-        self.check_input(x)
-        return self._m(x) * x
-
-    def adjoint(self, y):
-        self.check_measurement(y, finite=False)
-        return self._m(y) * y
-
-    normal = forward
-
-    def measurement_shape(self, x_shape) -> tuple[int, ...]:
-        """Shape of ``A x`` for an image of shape ``x_shape``."""
-        return tuple(x_shape)
-
     def fidelity(self, x, y):
         """Fused ``masked_fidelity`` (one pass; the mask is read with broadcast strides)."""
-        _check_pair(self, x, y)
+        self.check_pair(x, y)
         return masked_fidelity(x, y, self.mask, validate=False)
 
-    def prox_l2(self, z, y, gamma, iters=None):
-        """Closed form (z + γ m y) / (1 + γ m); ``iters`` is unused."""
-        _check_pair(self, z, y, "z")
-        g, m = _gamma(gamma, z), self._m(z)
-        return (z + g * m * y) / (1 + g * m)
 
-    def pinv(self, y, iters=None):
-        """A^† y = m y; ``iters`` is unused."""
-        self.check_measurement(y)
-        return self._m(y) * y
-
-    def project(self, x, y, iters=None):
-        """Observed pixels from ``y``, the rest from ``x``; ``iters`` is unused."""
-        _check_pair(self, x, y)
-        m = self._m(x)
-        return x * (1 - m) + m * y
-
-
-class Denoise(CheckedOperator):
+class Denoise(DiagonalOperator):
     """The identity (denoising: y = x + noise). Accepts real tensors of any shape (B, ...)."""
 
     def _check(self, name, t):
@@ -229,35 +146,13 @@ class Denoise(CheckedOperator):
             raise ValueError(f"{name} must have a batch dimension, got a scalar")
         return t
 
-    def forward(self, x):
-        return self.check_input(x)
-
-    def adjoint(self, y):
-        return self.check_measurement(y, finite=False)
-
-    normal = forward
-
-    def measurement_shape(self, x_shape) -> tuple[int, ...]:
-        """Shape of ``A x`` for an image of shape ``x_shape``."""
-        return tuple(x_shape)
+    def diagonal(self, like):
+        return None  # s = 1
 
     def fidelity(self, x, y):
         """Fused ``masked_fidelity`` without a mask (one pass)."""
-        _check_pair(self, x, y)
+        self.check_pair(x, y)
         return masked_fidelity(x, y, None, validate=False)
-
-    def prox_l2(self, z, y, gamma, iters=None):
-        """(z + γ y) / (1 + γ); ``iters`` is unused."""
-        _check_pair(self, z, y, "z")
-        g = _gamma(gamma, z)
-        return (z + g * y) / (1 + g)
-
-    def pinv(self, y, iters=None):
-        return self.check_measurement(y)
-
-    def project(self, x, y, iters=None):
-        _check_pair(self, x, y)
-        return y.clone()
 
 
 # -- blur ------------------------------------------------------------------------------------
@@ -320,14 +215,14 @@ def _centred_taps(kernel: torch.Tensor):
     return torch.arange(kh) - kh // 2, torch.arange(kw) - kw // 2
 
 
-class Blur(CheckedOperator):
+class Blur(DiagonalOperator):
     """Circular convolution y = k ⊛ x, applied per channel in Fourier.
 
     ``kernel`` (kh, kw) is centred at element (kh // 2, kw // 2); taps reaching beyond the image
-    wrap around. The transfer function H (half spectrum, ``rfft2``) is a buffer in the kernel's
-    precision (pass a float64 kernel for float64 accuracy). ``pinv`` is the truncated-SVD inverse:
-    frequencies with |H| < ``pinv_threshold`` · max|H| are treated as 0, since dividing by them
-    only amplifies noise.
+    wrap around. A is diagonal in the (half-spectrum, ``rfft2``) Fourier basis with the transfer
+    function H, a buffer in the kernel's precision (pass a float64 kernel for float64 accuracy).
+    ``pinv`` is the truncated-SVD inverse: frequencies with |H| < ``pinv_threshold`` · max|H| are
+    treated as 0, since dividing by them only amplifies noise.
     """
 
     def __init__(self, kernel: torch.Tensor, img_size, pinv_threshold: float = 1e-3):
@@ -344,56 +239,24 @@ class Blur(CheckedOperator):
     def _check(self, name: str, t: torch.Tensor) -> torch.Tensor:
         return _check_image(self, name, t, self.img_size, self.transfer.device, FFT_DTYPES)
 
-    def _filter(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.fft.irfft2(torch.fft.rfft2(x) * t, s=self.img_size)
-
     def transfer_function(self, like: torch.Tensor) -> torch.Tensor:
         """H as a complex (H, W // 2 + 1) half spectrum in ``like``'s precision."""
         return _as_complex(self.transfer, like)
 
-    def forward(self, x):
-        self.check_input(x)
-        return self._filter(x, self.transfer_function(x))
+    diagonal = transfer_function
 
-    def adjoint(self, y):
-        self.check_measurement(y, finite=False)
-        return self._filter(y, self.transfer_function(y).conj())
+    def pinv_diagonal(self, like):
+        """1 / H on the frequencies kept by ``pinv_threshold``, 0 elsewhere."""
+        return _truncated_inverse(self.transfer_function(like), self.pinv_threshold)
 
-    def normal(self, x):
-        self.check_input(x)
-        return self._filter(x, self.transfer_function(x).abs().square())
+    def to_basis(self, x):
+        return torch.fft.rfft2(x)
 
-    def measurement_shape(self, x_shape) -> tuple[int, ...]:
-        """Shape of ``A x`` for an image of shape ``x_shape``."""
-        return tuple(x_shape)
+    def from_basis(self, c):
+        return torch.fft.irfft2(c, s=self.img_size)
 
     def fidelity(self, x, y):
         return _residual_fidelity(self, x, y)
-
-    def prox_l2(self, z, y, gamma, iters=None):
-        """(F z + γ conj(H) F y) / (1 + γ |H|²) in Fourier; ``iters`` is unused."""
-        _check_pair(self, z, y, "z")
-        t, g = self.transfer_function(z), _gamma(gamma, z)
-        num = torch.fft.rfft2(z) + g * t.conj() * torch.fft.rfft2(y)
-        return torch.fft.irfft2(num / (1 + g * t.abs().square()), s=self.img_size)
-
-    def _inverse_transfer(self, like):
-        t = self.transfer_function(like)
-        mag = t.abs()
-        keep = mag > self.pinv_threshold * mag.max()
-        return torch.where(keep, 1 / torch.where(keep, t, torch.ones_like(t)), torch.zeros_like(t))
-
-    def pinv(self, y, iters=None):
-        """Truncated inverse filter (see the class docstring); ``iters`` is unused."""
-        self.check_measurement(y)
-        return self._filter(y, self._inverse_transfer(y))
-
-    def project(self, x, y, iters=None):
-        """x − A^†(A x − y); exact A x = y on the frequencies kept by ``pinv``."""
-        _check_pair(self, x, y)
-        t = self.transfer_function(x)
-        r = torch.fft.rfft2(x) * t - torch.fft.rfft2(y)
-        return x - torch.fft.irfft2(r * self._inverse_transfer(x), s=self.img_size)
 
 
 # -- downsampling -----------------------------------------------------------------------------
@@ -502,16 +365,14 @@ class Downsample(CheckedOperator):
 
     def prox_l2(self, z, y, gamma, iters=None):
         """Closed form via the aliased low-res system (see the class docstring); ``iters`` is unused."""
-        _check_pair(self, z, y, "z")
-        g = _gamma(gamma, z)
+        self.check_pair(z, y, "z")
+        g = as_gamma(gamma, z)
         b = z + g * self._up(y)
         w = self._low_filter(self._down(b), 1 / (1 + g * self.alias.to(z.dtype)))
         return b - g * self._up(w)
 
     def _inverse_alias(self, like):
-        d = self.alias.to(like.dtype)
-        keep = d > self.pinv_threshold**2 * d.max()
-        return torch.where(keep, 1 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
+        return _truncated_inverse(self.alias.to(like.dtype), self.pinv_threshold**2)  # D ≥ 0
 
     def pinv(self, y, iters=None):
         """Aᴴ (A Aᴴ)⁻¹ y in closed form; ``iters`` is unused."""
@@ -520,38 +381,6 @@ class Downsample(CheckedOperator):
 
     def project(self, x, y, iters=None):
         """x − A^†(A x − y): exact A x = y (up to the ``pinv`` threshold)."""
-        _check_pair(self, x, y)
+        self.check_pair(x, y)
         r = self._down(x) - y
         return x - self._up(self._low_filter(r, self._inverse_alias(x)))
-
-
-# -- masks ------------------------------------------------------------------------------------
-
-
-def random_pixel_mask(shape: Sequence[int], keep_fraction: float, seed: int = 0) -> torch.Tensor:
-    """Float32 {0,1} mask of ``shape`` (e.g. (H, W)) with exactly round(keep_fraction · numel)
-    ones at uniformly random positions (reproducible from ``seed``)."""
-    if not 0.0 <= keep_fraction <= 1.0:
-        raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
-    shape = tuple(int(s) for s in shape)
-    n = math.prod(shape)
-    gen = torch.Generator().manual_seed(int(seed))
-    mask = torch.zeros(n)
-    mask[torch.randperm(n, generator=gen)[: round(keep_fraction * n)]] = 1.0
-    return mask.reshape(shape)
-
-
-def box_mask(shape: Sequence[int], box_size, center=None) -> torch.Tensor:
-    """Float32 {0,1} mask of ``shape`` (…, H, W) that is 0 inside a box of ``box_size``
-    (int or (h, w)) centred at ``center`` (row, col; default the image centre) and 1 elsewhere;
-    the box is clipped to the image."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 2:
-        raise ValueError(f"shape must end with (H, W), got {shape}")
-    H, W = shape[-2:]
-    bh, bw = (box_size, box_size) if isinstance(box_size, int) else tuple(box_size)
-    cy, cx = (H // 2, W // 2) if center is None else tuple(center)
-    mask = torch.ones(shape)
-    top, left = max(cy - bh // 2, 0), max(cx - bw // 2, 0)
-    mask[..., top : max(cy - bh // 2 + bh, 0), left : max(cx - bw // 2 + bw, 0)] = 0.0
-    return mask

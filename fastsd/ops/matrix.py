@@ -14,7 +14,7 @@ import torch
 
 from fastsd._checks import check_finite, check_tensor
 from fastsd.functional.fidelity import residual_loss
-from fastsd.ops.image import CheckedOperator, _gamma
+from fastsd.ops.base import CheckedOperator, as_gamma
 
 __all__ = ["MatrixOp", "compressed_sensing_matrix", "radar_steering_matrix"]
 
@@ -122,7 +122,7 @@ class MatrixOp(CheckedOperator):
         """(I + γ Aᴴ A)⁻¹ (z + γ Aᴴ y) by a cached Cholesky factor; ``iters`` is unused.
         ``gamma`` may also be a (B,) tensor (solved per problem, not cached)."""
         self._pair(z, y, "z")
-        g = _gamma(gamma, z)
+        g = as_gamma(gamma, z)
         b = z + g * self.adjoint(y)
         n = self.matrix.shape[1]
         if isinstance(g, torch.Tensor):

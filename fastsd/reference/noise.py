@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from fastsd._utils import per_problem
+
 __all__ = ["philox", "philox_words", "philox_normal", "noise_shape", "noisy_input", "gaussian_noise"]
 
 _M32 = 0xFFFFFFFF
@@ -109,18 +111,14 @@ def _pack(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32)
 
 
-def _per_problem(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    return v.to(torch.float32).reshape((-1,) + (1,) * (ndim - 1))
-
-
 def noisy_input(x, sigma, seed, step, scale=None, scale_value: float = 1.0, out=None) -> torch.Tensor:
     """``scale_value * scale * (x + sigma * eps)`` in float32; ``sigma``/``scale`` are 0-d or (B,),
     ``seed`` 0-d or (B,), ``step`` 0-d."""
     shape = noise_shape(x)
     eps = philox_normal(shape, seed, step, device=x.device)
-    res = _pack(x) + _per_problem(sigma, len(shape)) * eps
+    res = _pack(x) + per_problem(sigma.to(torch.float32), eps) * eps
     if scale is not None:
-        res = _per_problem(scale, len(shape)) * res
+        res = per_problem(scale.to(torch.float32), eps) * res
     res = res * scale_value
     if out is None:
         return res.contiguous()
