@@ -46,8 +46,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import cases  # first: clears TRITON_INTERPRET on GPU machines
-from benchmarks import anchor, training_step
+from benchmarks import (
+    anchor,
+    cases,  # first: clears TRITON_INTERPRET on GPU machines
+    training_step,
+)
 from fastsd._backend import use_backend
 
 SECTIONS = ("copy", "ops", "step", "levers", "batch", "anchor")

@@ -92,7 +92,7 @@ def section(b) -> None:
         return
     base = timed.get("fp32")
     best = min(timed, key=lambda k: timed[k]["median_s"])
-    for name, r in timed.items():
+    for r in timed.values():
         if base:
             r["speedup_vs_fp32"] = base["median_s"] / r["median_s"]
     b.best_lever = best

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fastsd.data import mri_slice
-from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.functional.noise import noisy_input
+from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.metrics import magnitude, psnr
 from fastsd.nets.fused import BatchNormReLU
 from fastsd.nets.unet import UNet

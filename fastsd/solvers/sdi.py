@@ -240,7 +240,7 @@ class SelfDiffusion:
         return fuse_bn_relu(net) if fused else net
 
     # -- solve -----------------------------------------------------------------------------------
-    def prepare(self, y: torch.Tensor, op) -> "SDIRun":
+    def prepare(self, y: torch.Tensor, op) -> SDIRun:
         """Build everything a solve runs (networks, scaled measurements, Adam, the inner step and its
         :class:`StepGraph`) and set the first noise level, without running a step. ``solve`` runs
         the levels on it; benchmarks time ``run.runner.run(1)`` on the very same step."""
