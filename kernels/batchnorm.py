@@ -41,6 +41,33 @@ def _row_offsets(r, c, S, s_n, s_s, s_c):
 
 
 @triton.jit
+def _row_block(r0, i, R, m_c, BLOCK_R: tl.constexpr):
+    """Rows ``r0 + i + [0, BLOCK_R)`` and the (rows × channels) validity mask."""
+    r = r0 + i + tl.arange(0, BLOCK_R)
+    return r, (r < R)[:, None] & m_c[None, :]
+
+
+@triton.jit
+def _load(ptr, r, c, m, S, s_n, s_s, s_c, acc_ty):
+    return tl.load(ptr + _row_offsets(r, c, S, s_n, s_s, s_c), mask=m, other=0.0).to(acc_ty)
+
+
+@triton.jit
+def _channel_params(w_ptr, b_ptr, mean_ptr, rstd_ptr, c, m_c, acc_ty):
+    """weight, bias, mean, rstd of channels ``c``."""
+    w = tl.load(w_ptr + c, mask=m_c, other=0.0).to(acc_ty)
+    b = tl.load(b_ptr + c, mask=m_c, other=0.0).to(acc_ty)
+    return w, b, tl.load(mean_ptr + c, mask=m_c, other=0.0), tl.load(rstd_ptr + c, mask=m_c, other=0.0)
+
+
+@triton.jit
+def _relu_grad(v, d, w, b, mean, rstd):
+    """(x̂, g = dy · [y > 0]) with the ReLU mask recomputed from x."""
+    xhat = (v - mean[None, :]) * rstd[None, :]
+    return xhat, tl.where(xhat * w[None, :] + b[None, :] > 0, d, 0.0)
+
+
+@triton.jit
 def _stats(
     x_ptr, part_ptr,
     R, C, S, rows_per_chunk, n_cblocks,
@@ -54,10 +81,8 @@ def _stats(
     b_sum = tl.zeros([BLOCK_R, BLOCK_C], dtype=acc_ty)
     b_sq = tl.zeros([BLOCK_R, BLOCK_C], dtype=acc_ty)
     for i in range(0, rows_per_chunk, BLOCK_R):
-        r = r0 + i + tl.arange(0, BLOCK_R)
-        m = (r < R)[:, None] & m_c[None, :]
-        v = tl.load(x_ptr + _row_offsets(r, c, S, s_n, s_s, s_c), mask=m, other=0.0).to(acc_ty)
-        v = tl.where(m, v - shift[None, :], 0.0)
+        r, m = _row_block(r0, i, R, m_c, BLOCK_R)
+        v = tl.where(m, _load(x_ptr, r, c, m, S, s_n, s_s, s_c, acc_ty) - shift[None, :], 0.0)
         b_sum += v
         b_sq += v * v
     p_part = part_ptr + (pid // n_cblocks) * 2 * C + c
@@ -88,9 +113,8 @@ def _forward(
     scale = tl.load(w_ptr + c, mask=m_c, other=0.0).to(acc_ty) * rstd
     bias = tl.load(b_ptr + c, mask=m_c, other=0.0).to(acc_ty) - mean * scale
     for i in range(0, rows_per_chunk, BLOCK_R):
-        r = r0 + i + tl.arange(0, BLOCK_R)
-        m = (r < R)[:, None] & m_c[None, :]
-        v = tl.load(x_ptr + _row_offsets(r, c, S, sx_n, sx_s, sx_c), mask=m, other=0.0).to(acc_ty)
+        r, m = _row_block(r0, i, R, m_c, BLOCK_R)
+        v = _load(x_ptr, r, c, m, S, sx_n, sx_s, sx_c, acc_ty)
         out = tl.maximum(v * scale[None, :] + bias[None, :], 0.0)
         tl.store(y_ptr + _row_offsets(r, c, S, sy_n, sy_s, sy_c), out.to(y_ptr.dtype.element_ty), mask=m)
 
@@ -105,19 +129,14 @@ def _backward_reduce(
     acc_ty = part_ptr.dtype.element_ty
     pid = tl.program_id(0)
     r0, c, m_c = _tile(pid, n_cblocks, C, rows_per_chunk, BLOCK_C)
-    mean = tl.load(mean_ptr + c, mask=m_c, other=0.0)
-    rstd = tl.load(rstd_ptr + c, mask=m_c, other=0.0)
-    w = tl.load(w_ptr + c, mask=m_c, other=0.0).to(acc_ty)
-    b = tl.load(b_ptr + c, mask=m_c, other=0.0).to(acc_ty)
+    w, b, mean, rstd = _channel_params(w_ptr, b_ptr, mean_ptr, rstd_ptr, c, m_c, acc_ty)
     b_g = tl.zeros([BLOCK_R, BLOCK_C], dtype=acc_ty)
     b_gx = tl.zeros([BLOCK_R, BLOCK_C], dtype=acc_ty)
     for i in range(0, rows_per_chunk, BLOCK_R):
-        r = r0 + i + tl.arange(0, BLOCK_R)
-        m = (r < R)[:, None] & m_c[None, :]
-        v = tl.load(x_ptr + _row_offsets(r, c, S, sx_n, sx_s, sx_c), mask=m, other=0.0).to(acc_ty)
-        d = tl.load(dy_ptr + _row_offsets(r, c, S, sd_n, sd_s, sd_c), mask=m, other=0.0).to(acc_ty)
-        xhat = (v - mean[None, :]) * rstd[None, :]
-        g = tl.where(m & (xhat * w[None, :] + b[None, :] > 0), d, 0.0)
+        r, m = _row_block(r0, i, R, m_c, BLOCK_R)
+        xhat, g = _relu_grad(_load(x_ptr, r, c, m, S, sx_n, sx_s, sx_c, acc_ty),
+                             _load(dy_ptr, r, c, m, S, sd_n, sd_s, sd_c, acc_ty), w, b, mean, rstd)
+        g = tl.where(m, g, 0.0)
         b_g += g
         b_gx += g * xhat
     p_part = part_ptr + (pid // n_cblocks) * 2 * C + c
@@ -137,20 +156,14 @@ def _backward_dx(
     r0, c, m_c = _tile(pid, n_cblocks, C, rows_per_chunk, BLOCK_C)
     s_g = tl.load(tot_ptr + c, mask=m_c, other=0.0)
     s_gx = tl.load(tot_ptr + C + c, mask=m_c, other=0.0)
-    mean = tl.load(mean_ptr + c, mask=m_c, other=0.0)
-    rstd = tl.load(rstd_ptr + c, mask=m_c, other=0.0)
-    w = tl.load(w_ptr + c, mask=m_c, other=0.0).to(acc_ty)
-    b = tl.load(b_ptr + c, mask=m_c, other=0.0).to(acc_ty)
+    w, b, mean, rstd = _channel_params(w_ptr, b_ptr, mean_ptr, rstd_ptr, c, m_c, acc_ty)
     k_g = s_g / R
     k_gx = s_gx / R
     wr = w * rstd
     for i in range(0, rows_per_chunk, BLOCK_R):
-        r = r0 + i + tl.arange(0, BLOCK_R)
-        m = (r < R)[:, None] & m_c[None, :]
-        v = tl.load(x_ptr + _row_offsets(r, c, S, sx_n, sx_s, sx_c), mask=m, other=0.0).to(acc_ty)
-        d = tl.load(dy_ptr + _row_offsets(r, c, S, sd_n, sd_s, sd_c), mask=m, other=0.0).to(acc_ty)
-        xhat = (v - mean[None, :]) * rstd[None, :]
-        g = tl.where(xhat * w[None, :] + b[None, :] > 0, d, 0.0)
+        r, m = _row_block(r0, i, R, m_c, BLOCK_R)
+        xhat, g = _relu_grad(_load(x_ptr, r, c, m, S, sx_n, sx_s, sx_c, acc_ty),
+                             _load(dy_ptr, r, c, m, S, sd_n, sd_s, sd_c, acc_ty), w, b, mean, rstd)
         dx = wr[None, :] * (g - k_g[None, :] - xhat * k_gx[None, :])
         tl.store(dx_ptr + _row_offsets(r, c, S, so_n, so_s, so_c), dx.to(dx_ptr.dtype.element_ty), mask=m)
 
