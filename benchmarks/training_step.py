@@ -26,6 +26,7 @@ LEVERS = {
     "bf16+cudnn_benchmark": dict(precision="bf16", fused_norm=False, cudnn_benchmark=True),
     "bf16+fused_norm": dict(precision="bf16", fused_norm=True, cudnn_benchmark=False),
     "bf16+fused_norm+cudnn_benchmark": dict(precision="bf16", fused_norm=True, cudnn_benchmark=True),
+    "bf16+compile": dict(precision="bf16", fused_norm=False, cudnn_benchmark=False, compile=True),
 }
 
 

@@ -122,3 +122,21 @@ def test_bad_precision_is_refused():
         SelfDiffusion(precision="fp16")
     with pytest.raises(ValueError, match="needs dtype float32"):
         SelfDiffusion(precision="bf16", dtype=torch.float64)
+
+
+def test_compiled_network_step_equals_eager():
+    """torch.compile of the network inside the step (aot_eager on CPU: the same tracing, fake and
+    autograd path as inductor, without C++ compilation): the first forward equals the eager one and
+    training steps run."""
+    torch._dynamo.reset()
+    x, op, y = _problem()
+    kw = dict(preset="mri", small=True, T=1, K=1, seed=2, fused_norm=True)
+    a = SelfDiffusion(**kw).solve(y, op)
+    b = SelfDiffusion(compile="aot_eager", **kw).solve(y, op)
+    assert b.info["compile"] == "aot_eager"
+    assert rel_err(b.x, a.x) < 1e-5
+    run = SelfDiffusion(compile="aot_eager", preset="mri", small=True, T=1, K=3).prepare(y, op)
+    run.runner.run(3)
+    assert torch.isfinite(run.inner.loss).all()
+    with pytest.raises(ValueError, match="compile must be"):
+        SelfDiffusion(compile=3)
