@@ -242,3 +242,23 @@ def test_birdcage_maps_3d():
     assert first[0].mean() > second[0].mean() and first[-1].mean() < second[-1].mean()  # two rings along D
     with pytest.raises(ValueError, match="shape must be"):
         birdcage_maps(4, (2, 3, 4, 5))
+
+
+@pytest.mark.parametrize("n_coils,kind", [(1, "pe"), (3, "pe"), (2, "batched_pe")])
+def test_slices_are_the_same_problem(device, n_coils, kind):
+    """A 1-D inverse FFT along the readout turns the 3-D problem into exact 2-D slice problems."""
+    B, D, H, W = 2, 5, 6, 7
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(B, 2, D, H, W, generator=g).to(device)
+    mask = (torch.rand((B, 1, H, W) if kind == "batched_pe" else (H, W), generator=g) < 0.5).float()
+    smaps = None if n_coils == 1 else _crandn(*((B,) if kind == "batched_pe" else ()), n_coils, D, H, W, gen=g)
+    op = MRI3D(mask, smaps).to(device)
+    y = op(x)
+    y2, op2 = op.slices(y)
+    assert y2.shape == (B * D, n_coils, H, W) and op2.spatial_dims == 2
+    x2 = x.transpose(1, 2).reshape(B * D, 2, H, W)
+    assert rel_err(op2(x2), y2) < TOL
+    assert rel_err(MRI3D.from_slices(op2.adjoint(y2), B), op.adjoint(y)) < TOL
+    assert torch.equal(MRI3D.from_slices(x2, B), x)
+    with pytest.raises(ValueError, match="phase-encoding plane"):
+        MRI3D(torch.ones(D, H, W)).slices(y[:, :1])

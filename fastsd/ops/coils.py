@@ -26,24 +26,24 @@ def birdcage_maps(n_coils: int, shape, r: float = 1.5, per_ring: int = 8) -> tor
         raise ValueError(f"r must be > 1 (coils outside the field of view), got {r}")
     if int(per_ring) < 1:
         raise ValueError(f"per_ring must be >= 1, got {per_ring}")
-    if len(shape) == 2:
-        ny, nx = shape
-        c, y, x = np.mgrid[:n_coils, :ny, :nx].astype(np.float64)
-        angle = c * (2 * np.pi / n_coils)
-        x_co = (x - nx / 2.0) / (nx / 2.0) - r * np.cos(angle)
-        y_co = (y - ny / 2.0) / (ny / 2.0) - r * np.sin(angle)
-        rr = np.sqrt(x_co**2 + y_co**2)
-        phi = np.arctan2(x_co, -y_co) - angle
-    else:
-        nz, ny, nx = shape
-        c, z, y, x = np.mgrid[:n_coils, :nz, :ny, :nx].astype(np.float64)
-        ring = np.floor(c / per_ring)
+    volume = len(shape) == 3
+    if not volume:  # one ring of all coils in the plane of the slice
+        shape, per_ring = (1,) + shape, n_coils
+    nz, ny, nx = shape
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    x, y, z = (x - nx / 2.0) / (nx / 2.0), (y - ny / 2.0) / (ny / 2.0), (z - nz / 2.0) / (nz / 2.0)
+    ring_centre = 0.5 * (np.ceil(n_coils / per_ring) - 1)
+    maps = np.empty((n_coils,) + shape, dtype=np.complex128)
+    for c in range(n_coils):  # one coil at a time: open grids keep memory at the output's size
+        ring = c // per_ring
         angle = c * (2 * np.pi / per_ring)
-        x_co = (x - nx / 2.0) / (nx / 2.0) - r * np.cos(angle)
-        y_co = (y - ny / 2.0) / (ny / 2.0) - r * np.sin(angle)
-        z_co = (z - nz / 2.0) / (nz / 2.0) - (ring - 0.5 * (np.ceil(n_coils / per_ring) - 1))
-        rr = np.sqrt(x_co**2 + y_co**2 + z_co**2)
+        x_co, y_co = x - r * np.cos(angle), y - r * np.sin(angle)
+        rr2 = x_co**2 + y_co**2
+        if volume:
+            rr2 = rr2 + (z - (ring - ring_centre)) ** 2
         phi = np.arctan2(x_co, -y_co) - (c + ring) * (2 * np.pi / per_ring)
-    maps = np.exp(1j * phi) / rr
+        maps[c] = np.exp(1j * phi) / np.sqrt(rr2)
     maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    if not volume:
+        maps = maps[:, 0]
     return torch.from_numpy(maps.astype(np.complex64))

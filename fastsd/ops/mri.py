@@ -192,3 +192,35 @@ class MRI3D(MRI):
     def __init__(self, mask, smaps=None):
         mask = _tensor(mask)
         super().__init__(mask[None] if mask.ndim == 2 else mask, smaps)
+
+    # -- slice-by-slice view ---------------------------------------------------------------------
+    def slices(self, y: torch.Tensor) -> tuple[torch.Tensor, MRI]:
+        """The same measurements as B·D independent 2-D problems, one per readout position.
+
+        With a phase-encoding mask (constant along the readout D), a centred 1-D inverse FFT
+        along D turns ``y`` (B,C,D,H,W) into 2-D k-space (B·D,C,H,W), and slice ``b·D + d`` is
+        measured by the 2-D :class:`MRI` with the same (H,W) mask and the coil maps of that
+        slice, exactly (``A₃ = F_D ∘ A₂`` slice-wise). Returns ``(y_slices, op_2d)``; map 2-D
+        reconstructions (B·D,2,H,W) back with :meth:`from_slices`.
+        """
+        self._validate(y=y, finite=False)
+        if self.mask.shape[-3] != 1:
+            raise ValueError("slice-by-slice reconstruction needs a mask over the phase-encoding plane "
+                             f"((H, W) or (B, 1, H, W)); this mask {tuple(self.mask.shape)} varies along the readout")
+        B, C, D, H, W = y.shape
+        hybrid = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(y, dim=2), dim=2, norm="ortho"), dim=2)
+        y2 = hybrid.transpose(1, 2).reshape(B * D, C, H, W)
+        m = self.mask
+        m2 = m[0] if m.ndim == 3 or m.shape[0] == 1 else m[:, 0].repeat_interleave(D, 0)
+        s2 = None
+        if self.smaps is not None:
+            s = self.smaps
+            s2 = s.transpose(0, 1).repeat(B, 1, 1, 1) if s.ndim == 4 else s.transpose(1, 2).reshape(B * D, C, H, W)
+        return y2.contiguous(), MRI(m2, s2)
+
+    @staticmethod
+    def from_slices(x: torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """2-D slice images (B·D,2,H,W) from :meth:`slices` back to volumes (B,2,D,H,W)."""
+        if x.ndim != 4 or x.shape[1] != 2 or x.shape[0] % batch:
+            raise ValueError(f"expected slices (B*D, 2, H, W) for batch {batch}, got shape {tuple(x.shape)}")
+        return x.reshape(batch, -1, *x.shape[1:]).transpose(1, 2).contiguous()
