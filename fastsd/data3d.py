@@ -31,7 +31,7 @@ from fastsd.reference.mri import ifftnc
 
 __all__ = [
     "PAPER_SHAPE", "mni_t1_path", "mri_volume", "fit_volume", "simulate_acquisition", "load_nifti",
-    "save_nifti", "load_kspace3d", "calibration_maps",
+    "save_nifti", "load_kspace3d", "calibration_maps", "default_calib",
 ]
 
 PAPER_SHAPE = (160, 160, 128)
@@ -130,19 +130,20 @@ def mri_volume(shape=PAPER_SHAPE, phase: str | None = None, device=None) -> torc
     return x.to(device=device, dtype=torch.float32)
 
 
-def simulate_acquisition(x: torch.Tensor, coils: int = 12, acceleration: float = 8.0, calib: int = 24,
+def simulate_acquisition(x: torch.Tensor, coils: int = 12, acceleration: float = 8.0, calib: int | None = None,
                          mask: str = "poisson", seed: int = 0, per_ring: int | None = None):
     """Simulated 3-D acquisition of a volume ``x`` (1, 2, D, H, W): birdcage coil maps (``coils``
     in rings of ``per_ring``, default two rings; 1 = single coil) and a ``mask`` ('poisson' disc or
     'gaussian' variable density) over the (H, W) phase-encoding plane at ``acceleration`` with a
-    fully sampled ``calib`` x ``calib`` box, every readout line along D fully sampled.
+    fully sampled ``calib`` x ``calib`` box (default 24 at 128 phase encodes, scaled with
+    min(H, W)), every readout line along D fully sampled.
     Returns ``(y, op)`` with ``op`` an :class:`~fastsd.ops.MRI3D` on ``x``'s device."""
     if x.ndim != 5 or x.shape[1] != 2:
         raise ValueError(f"x must be a volume (B, 2, D, H, W), got shape {tuple(x.shape)}")
     if mask not in ("poisson", "gaussian"):
         raise ValueError(f"mask must be 'poisson' or 'gaussian', got {mask!r}")
     D, H, W = x.shape[-3:]
-    calib = min(int(calib), H, W)
+    calib = default_calib(H, W) if calib is None else min(int(calib), H, W)
     make = poisson_disc_mask_2d if mask == "poisson" else gaussian_mask_2d
     m = make((H, W), acceleration, seed=seed, calib=(calib, calib))
     maps = None
@@ -151,6 +152,11 @@ def simulate_acquisition(x: torch.Tensor, coils: int = 12, acceleration: float =
     op = MRI3D(m, maps).to(x.device)
     with torch.no_grad():
         return op(x), op
+
+
+def default_calib(H: int, W: int) -> int:
+    """Side of the calibration box: 24 for a 160x128 phase-encoding plane, scaled with min(H, W)."""
+    return max(2, round(min(H, W) * 24 / 128))
 
 
 def load_kspace3d(path) -> torch.Tensor:
