@@ -3,7 +3,8 @@
 ``fastsd demo --3d`` reconstructs the MNI ICBM152 T1 head volume that nilearn's wheel ships
 (:func:`fastsd.data3d.mri_volume`) from simulated 12-coil k-space with Poisson-disc 8x sampling of
 the phase-encoding plane (24x24 calibration box): on a GPU at the paper's 160x160x128 with the
-paper's 3-D U-Net, on CPU a 32x40x32 volume with the CPU-sized network.
+paper's 3-D U-Net and the 'mri3d' preset (T=40, K=50, lr 1e-3), on CPU a 32x40x32 volume with
+the CPU-sized network and T=10, K=20, lr 3e-3.
 
 ``fastsd reconstruct INPUT --task mri3d`` takes a NIfTI volume (``.nii`` / ``.nii.gz``) or a real
 ``.npy`` volume (the ground truth: k-space simulated as above), or measured k-space (C, D, H, W)
@@ -33,6 +34,7 @@ import torch
 __all__ = ["main", "handles"]
 
 CPU_SHAPE = (32, 40, 32)
+CPU_DEMO = dict(T=10, K=20, lr=3e-3)  # the demo's solver settings on CPU (the presets' on CUDA)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,8 +174,10 @@ def _solve(args, mode: str, y, op, truth, dev):
     from fastsd.solvers.sdi import SelfDiffusion
 
     small = args.small if args.small is not None else dev.type == "cpu"
-    kw = dict(small=small, seed=args.seed, device=dev, T=args.T, K=args.K, lr=args.lr,
-              resample_noise=args.resample_noise)
+    T, K, lr = args.T, args.K, args.lr
+    if args.command == "demo" and dev.type == "cpu":  # a CPU-sized run of the demo
+        T, K, lr = T or CPU_DEMO["T"], K or CPU_DEMO["K"], lr or CPU_DEMO["lr"]
+    kw = dict(small=small, seed=args.seed, device=dev, T=T, K=K, lr=lr, resample_noise=args.resample_noise)
     ref = None if truth is None else _magnitude(truth)
     if mode == "3d":
         solver = SelfDiffusion("mri3d", **kw)
@@ -285,9 +289,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=("3d", "slices", "both"), default="3d",
                    help="3-D SDI, slice-by-slice 2-D SDI after a 1-D inverse FFT along the readout, or both")
     s = p.add_argument_group("solver")
-    s.add_argument("--T", type=int, default=None, help="noise levels (default: preset 'mri3d' / 'mri', 40)")
-    s.add_argument("--K", type=int, default=None, help="Adam steps per noise level (default: preset, 50)")
-    s.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: preset, 1e-3)")
+    s.add_argument("--T", type=int, default=None,
+                   help="noise levels (default: preset 'mri3d' / 'mri', 40; the demo on CPU 10)")
+    s.add_argument("--K", type=int, default=None, help="Adam steps per noise level (default: preset, 50; demo on CPU 20)")
+    s.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: preset, 1e-3; demo on CPU 3e-3)")
     net = s.add_mutually_exclusive_group()
     net.add_argument("--small", dest="small", action="store_true", default=None,
                      help="CPU-sized networks; the default on CPU")

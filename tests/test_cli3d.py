@@ -78,3 +78,17 @@ def test_bad_inputs(tmp_path, capsys):
     assert main(["reconstruct", str(tmp_path / "v.npy"), "--task", "mri3d", "--mode", "slices", *FAST]) == 2
     assert "needs input" in capsys.readouterr().err  # the 2-D network needs larger slices
     assert main(["reconstruct", str(tmp_path / "v.npy"), "--task", "mri3d", "--T", "0"]) == 2
+
+
+def test_demo_3d(tmp_path):
+    from fastsd.data3d import mni_t1_path
+
+    try:
+        mni_t1_path()
+    except ImportError:
+        pytest.skip("nilearn is not installed (data3d extra)")
+    out = tmp_path / "demo"
+    assert main(["demo", "--3d", "--size", "8", "16", "16", "--coils", "2", "--acceleration", "3",
+                 "--out", str(out), *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"].startswith("MNI ICBM152") and m["volume"] == [8, 16, 16] and m["runs"]["sdi3d"]["T"] == 1
