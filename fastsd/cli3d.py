@@ -18,7 +18,8 @@ maps come from the calibration box.
 runs both. Outputs in ``--out``: ``<name>.nii.gz`` (magnitude) and ``<name>.npy`` (complex) for
 the zero-filled and each reconstruction, ``slices.png`` (orthogonal central slices of truth /
 zero-filled / reconstructions / errors) and ``metrics.json`` (PSNR, SSIM averaged over the slices
-along D, NMSE on magnitudes; runtimes). Needs the ``data3d`` extra (nibabel, nilearn).
+along D, NMSE on magnitudes; runtimes). NIfTI needs nibabel (``data`` extra), the demo volume the
+``data3d`` extra (nilearn).
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@
 * :func:`load_nifti` / :func:`save_nifti` (nibabel), :func:`load_kspace3d` (.npy / .h5 k-space
   (C, D, H, W)), :func:`calibration_maps` (coil maps from the calibration box).
 
-Install ``fastsd[data3d]`` (nibabel, nilearn) for the template and NIfTI files. Readers raise
-``ValueError`` naming the path and the problem.
+NIfTI files need nibabel (in the ``data`` extra), the template ``fastsd[data3d]`` (nibabel,
+nilearn). Readers raise ``ValueError`` naming the path and the problem.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _nibabel():
     try:
         import nibabel
     except ImportError as e:
-        raise ImportError(f"NIfTI volumes need nibabel ({_EXTRA})") from e
+        raise ImportError("NIfTI volumes need nibabel (pip install 'fastsd[data]')") from e
     return nibabel
 
 
