@@ -79,13 +79,13 @@ class MRI(LinearOperator):
     # -- properties ------------------------------------------------------------------------------
     @property
     def img_size(self) -> tuple:
-        """Spatial image size, (H, W) or (D, H, W); a dimension that only a broadcast mask fixes
-        (the readout length of a single-coil :class:`MRI3D` with a (H,W) mask) is ``None``."""
+        """Spatial image size, (H, W) or (D, H, W); a dimension left open by a broadcast (size-1)
+        mask dimension and no coil maps (the readout of a single-coil :class:`MRI3D` with a (H,W)
+        mask: any length works) is ``None``."""
         nd = self.spatial_dims
-        m = tuple(self.mask.shape[-nd:])
         if self.smaps is not None:
             return tuple(self.smaps.shape[-nd:])
-        return tuple(n if n > 1 or nd == 2 else None for n in m)
+        return tuple(n if n > 1 else None for n in self.mask.shape[-nd:])
 
     @property
     def n_coils(self) -> int:
