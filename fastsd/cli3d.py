@@ -97,7 +97,13 @@ def _kspace_problem(k: torch.Tensor, args):
     from fastsd.reference.mri import ifftnc
 
     C, D, H, W = k.shape
-    sampled = (k.abs() > 0).any(0).any(0).float()  # (H, W) phase-encoding pattern
+    if args.size:
+        raise _UsageError("--size resamples volumes, not k-space")
+    hits = (k.abs() > 0).any(0).sum(0)  # (H, W): readout positions with data
+    sampled = (hits > 0).float()  # the phase-encoding pattern
+    if float((hits[hits > 0] < D).float().mean()) > 0.01:
+        raise _UsageError("the k-space sampling varies along the readout (dimension D); "
+                          "--task mri3d needs whole readout lines")
     full = float(sampled.mean()) > 0.95
     calib = default_calib(H, W) if args.calib is None else min(args.calib, H, W)
     if full:

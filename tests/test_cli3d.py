@@ -49,7 +49,7 @@ def test_reconstruct_volume_both_modes(tmp_path, capsys):
     assert zf.shape == (8, 32, 32)
 
 
-def test_reconstruct_kspace_inputs(tmp_path):
+def test_reconstruct_kspace_inputs(tmp_path, capsys):
     D, H, W = 8, 16, 12
     img = torch.from_numpy(_volume((D, H, W))).to(torch.complex64)
     k = fftnc(birdcage_maps(3, (D, H, W)) * img, 3)
@@ -65,6 +65,13 @@ def test_reconstruct_kspace_inputs(tmp_path):
                "--out", str(tmp_path / "b"), *FAST])
     m = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert rc == 0 and m["acceleration"] == 2.0 and "sdi3d" not in m and m["runs"]["sdi3d"]["iterations"] == 2
+    holes = k.clone()
+    holes[:, ::2] = 0  # every other readout position missing
+    np.save(tmp_path / "holes.npy", holes.numpy())
+    assert main(["reconstruct", str(tmp_path / "holes.npy"), "--task", "mri3d", *FAST]) == 2
+    assert "varies along the readout" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "full.npy"), "--task", "mri3d", "--size", "4", "4", "4", *FAST]) == 2
+    assert "not k-space" in capsys.readouterr().err
 
 
 def test_bad_inputs(tmp_path, capsys):
