@@ -67,3 +67,20 @@ def test_sdi_runs_the_3d_network_on_volumes():
     assert 15_000 < res.info["params_per_problem"] < 30_000
     again = SelfDiffusion(**kw).solve(y, op)
     assert torch.equal(res.x, again.x)
+
+
+def test_sdi_3d_beats_zero_filled():
+    """16³ two-blob phantom, 4 birdcage coils, 4x Poisson-disc over (ky, kz), 4x4 calibration box:
+    zero-filled ≈ 20.4 dB, 3-D SDI (100 steps, small network) ≈ 22.6-24.2 dB over seeds 0-2; the
+    test asks for a 1 dB margin."""
+    from fastsd.data3d import simulate_acquisition
+    from fastsd.metrics import magnitude, psnr
+
+    shape = (16, 16, 16)
+    g = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n, dtype=torch.float64) for n in shape], indexing="ij"))
+    v = ((g**2).sum(0) < 0.8) * (1 + 0.5 * g[1]) + (((g - 0.3) ** 2).sum(0) < 0.1) * 0.5
+    x = torch.stack([v.float(), torch.zeros(shape)])[None]
+    y, op = simulate_acquisition(x, coils=4, acceleration=4, calib=4, seed=0)
+    zf = psnr(magnitude(op.adjoint(y))[0], magnitude(x)[0])
+    res = SelfDiffusion(T=5, K=20, lr=1e-2, small=True, seed=0).solve(y, op)
+    assert psnr(magnitude(res.x)[0], magnitude(x)[0]) > zf + 1.0
