@@ -681,6 +681,10 @@ def _cmd_train_denoiser(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 bad input or options)."""
+    from fastsd import cli3d  # 3-D MRI: fastsd demo --3d, fastsd reconstruct --task mri3d
+
+    if cli3d.handles(sys.argv[1:] if argv is None else list(argv)):
+        return cli3d.main(argv)
     args = _parser().parse_args(argv)
     for name in ("T", "K", "size", "iterations", "steps", "width", "patch", "batch_size"):
         v = getattr(args, name, None)

@@ -30,14 +30,16 @@ def _pair(x, target) -> tuple[np.ndarray, np.ndarray]:
 
 
 def magnitude(x) -> torch.Tensor:
-    """``|x|`` of a complex image: complex (..., H, W) or 2-channel real (B, 2, H, W) -> (B, H, W)."""
+    """``|x|`` of a complex image: complex (..., H, W), 2-channel real (B, 2, H, W) -> (B, H, W), or
+    a 2-channel volume (B, 2, D, H, W) -> (B, D, H, W)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if x.is_complex():
         return x.abs()
-    if x.ndim < 3 or x.shape[-3] != 2:
+    dim = 1 if x.ndim == 5 else -3
+    if x.ndim < 3 or x.shape[dim] != 2:
         raise ValueError(f"expected a complex tensor or a 2-channel (re, im) image, got shape {tuple(x.shape)}")
-    return torch.linalg.vector_norm(x, dim=-3)
+    return torch.linalg.vector_norm(x, dim=dim)
 
 
 def nmse(x, target) -> float:

@@ -1,17 +1,22 @@
-"""Masked-FFT MRI operator and data consistency: Triton kernels around cuFFT.
+"""Masked-FFT MRI operator and data consistency: Triton kernels around cuFFT, 2-D and 3-D.
 
-The centred orthonormal FFT ``fft2c(z) = fftshift(fft2(ifftshift(z)))`` is split into three
-memory-bound kernels with ``torch.fft.fft2/ifft2`` (cuFFT on GPU) in between; the shifts are index
-arithmetic inside the kernels (valid for odd sizes too), so no shifted copies are materialised:
+The centred orthonormal FFT ``fftnc(z) = fftshift(fftn(ifftshift(z)))`` over the N = 2 (slice) or
+3 (volume) spatial dimensions is split into three memory-bound kernels with
+``torch.fft.fftn/ifftn`` (cuFFT on GPU) in between; the shifts are index arithmetic inside the
+kernels (valid for odd sizes too), so no shifted copies are materialised:
 
-* :func:`pre_fft`   image (B,2,H,W) -> ``ifftshift(S * x)`` complex (B,C,H,W): complex packing,
+* :func:`pre_fft`   image (B,2,*S) -> ``ifftshift(S * x)`` complex (B,C,*S): complex packing,
   coil-map multiply and the input shift in one pass.
 * :func:`post_fft`  reads the unshifted spectrum ``K`` and the mask / measurement at the centred
   index. Modes: ``"forward"`` (centred ``M K``), ``"residual"`` (unshifted ``M (K - y)`` plus
   per-block partial sums of ``|r|^2`` per problem), ``"dc"`` (unshifted ``K + w M (y - K)`` with
   ``w = lam / (1 + lam)``, ``w = 1`` for hard replacement), ``"adjoint"`` (unshifted ``M y``, the
   input of A^H).
-* :func:`post_ifft` conj-coil multiply, coil sum, output fftshift, unpack to (B,2,H,W), scale.
+* :func:`post_ifft` conj-coil multiply, coil sum, output fftshift, unpack to (B,2,*S), scale.
+
+The kernels always index a volume (D,H,W); a 2-D slice (H,W) is launched as the volume (1,H,W)
+through a size-1 view, so one kernel family serves both. Mask dimensions of size 1 broadcast
+(stride 0): a (1,H,W) mask samples whole readout lines of a volume without being expanded.
 
 Composite launchers (:func:`mri_forward`, :func:`mri_adjoint`, :func:`mri_normal`,
 :func:`mri_fidelity`, :func:`mri_dc`) chain them and match :mod:`fastsd.reference.mri`.
@@ -50,6 +55,13 @@ def _wrap(i, n, shift):
 
 
 @triton.jit
+def _split3(offs, H, W):
+    """Flat index over (D,H,W) -> (d, i, j)."""
+    hw = offs % (H * W)
+    return offs // (H * W), hw // W, hw % W
+
+
+@triton.jit
 def _load_c(ptr, off, valid):
     """Load complex values whose real parts sit at ``ptr + off`` (imaginary at +1)."""
     two = tl.arange(0, 2)
@@ -65,27 +77,27 @@ def _store_c(ptr, off, re, im, valid):
 
 @triton.jit
 def _pre_fft_kernel(
-    x_ptr, s_ptr, out_ptr, C, H, W,
-    sx_b, sx_c, sx_h, sx_w,
-    ss_b, ss_c, ss_h, ss_w,
+    x_ptr, s_ptr, out_ptr, C, D, H, W,
+    sx_b, sx_c, sx_d, sx_h, sx_w,
+    ss_b, ss_c, ss_d, ss_h, ss_w,
     so_b, so_c,
     HAS_SMAPS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < H * W
-    i = offs // W
-    j = offs % W
-    # out[i, j] = (S x)[(i + H//2) % H, (j + W//2) % W]   (ifftshift)
+    valid = offs < D * H * W
+    d, i, j = _split3(offs, H, W)
+    # out[d, i, j] = (S x)[(d + D//2) % D, (i + H//2) % H, (j + W//2) % W]   (ifftshift)
+    sd = _wrap(d, D, D // 2).to(tl.int64)
     si = _wrap(i, H, H // 2).to(tl.int64)
     sj = _wrap(j, W, W // 2).to(tl.int64)
-    xoff = b * sx_b + si * sx_h + sj * sx_w
+    xoff = b * sx_b + sd * sx_d + si * sx_h + sj * sx_w
     xr = tl.load(x_ptr + xoff, mask=valid, other=0.0).to(tl.float32)
     xi = tl.load(x_ptr + xoff + sx_c, mask=valid, other=0.0).to(tl.float32)
     ooff = b * so_b + offs.to(tl.int64) * 2
     if HAS_SMAPS:
-        soff = b * ss_b + si * ss_h + sj * ss_w
+        soff = b * ss_b + sd * ss_d + si * ss_h + sj * ss_w
         for c in range(C):
             sr, sim = _load_c(s_ptr, soff + c * ss_c, valid)
             _store_c(out_ptr, ooff + c * so_c, sr * xr - sim * xi, sr * xi + sim * xr, valid)
@@ -95,10 +107,10 @@ def _pre_fft_kernel(
 
 @triton.jit
 def _post_fft_kernel(
-    k_ptr, y_ptr, m_ptr, out_ptr, part_ptr, w, H, W,
-    sk_b, sk_c, sk_h, sk_w,
-    sy_b, sy_c, sy_h, sy_w,
-    sm_b, sm_h, sm_w,
+    k_ptr, y_ptr, m_ptr, out_ptr, part_ptr, w, D, H, W,
+    sk_b, sk_c, sk_d, sk_h, sk_w,
+    sy_b, sy_c, sy_d, sy_h, sy_w,
+    sm_b, sm_d, sm_h, sm_w,
     so_b, so_c, n_part,
     MODE: tl.constexpr, HAS_Y: tl.constexpr, WRITE_LOSS: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -106,21 +118,21 @@ def _post_fft_kernel(
     c = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < H * W
-    vi = offs // W  # unshifted spectrum index
-    vj = offs % W
-    # centred index: fftshift(K)[u] = K[v] with u = (v + H//2) % H
+    valid = offs < D * H * W
+    vd, vi, vj = _split3(offs, H, W)  # unshifted spectrum index
+    # centred index: fftshift(K)[u] = K[v] with u = (v + n//2) % n in every dimension
+    ud = _wrap(vd, D, D // 2).to(tl.int64)
     ui = _wrap(vi, H, H // 2).to(tl.int64)
     uj = _wrap(vj, W, W // 2).to(tl.int64)
-    m = tl.load(m_ptr + b * sm_b + ui * sm_h + uj * sm_w, mask=valid, other=0.0).to(tl.float32)
+    m = tl.load(m_ptr + b * sm_b + ud * sm_d + ui * sm_h + uj * sm_w, mask=valid, other=0.0).to(tl.float32)
     if MODE != 3:
-        koff = b * sk_b + c * sk_c + vi.to(tl.int64) * sk_h + vj.to(tl.int64) * sk_w
+        koff = b * sk_b + c * sk_c + vd.to(tl.int64) * sk_d + vi.to(tl.int64) * sk_h + vj.to(tl.int64) * sk_w
         kr, ki = _load_c(k_ptr, koff, valid)
     if HAS_Y:
-        yr, yi = _load_c(y_ptr, b * sy_b + c * sy_c + ui * sy_h + uj * sy_w, valid)
+        yr, yi = _load_c(y_ptr, b * sy_b + c * sy_c + ud * sy_d + ui * sy_h + uj * sy_w, valid)
     obase = b * so_b + c * so_c
     if MODE == 0:  # forward: centred M K
-        _store_c(out_ptr, obase + (ui * W + uj) * 2, m * kr, m * ki, valid)
+        _store_c(out_ptr, obase + ((ud * H + ui) * W + uj) * 2, m * kr, m * ki, valid)
     elif MODE == 1:  # residual: unshifted M (K - y)
         if HAS_Y:
             rr = m * (kr - yr)
@@ -133,13 +145,13 @@ def _post_fft_kernel(
             part = tl.sum(rr * rr + ri * ri, axis=0)
             tl.store(part_ptr + b * n_part + c * tl.num_programs(0) + pid, part)
     elif MODE == 2:  # data consistency: K + w M (y - K)
-        d = w * m
+        dw = w * m
         if HAS_Y:
-            dr = kr + d * (yr - kr)
-            di = ki + d * (yi - ki)
+            dr = kr + dw * (yr - kr)
+            di = ki + dw * (yi - ki)
         else:
-            dr = kr - d * kr
-            di = ki - d * ki
+            dr = kr - dw * kr
+            di = ki - dw * ki
         _store_c(out_ptr, obase + offs.to(tl.int64) * 2, dr, di, valid)
     else:  # adjoint input: unshifted M y
         _store_c(out_ptr, obase + offs.to(tl.int64) * 2, m * yr, m * yi, valid)
@@ -147,23 +159,23 @@ def _post_fft_kernel(
 
 @triton.jit
 def _post_ifft_kernel(
-    z_ptr, s_ptr, out_ptr, scale, C, H, W,
-    sz_b, sz_c, sz_h, sz_w,
-    ss_b, ss_c, ss_h, ss_w,
+    z_ptr, s_ptr, out_ptr, scale, C, D, H, W,
+    sz_b, sz_c, sz_d, sz_h, sz_w,
+    ss_b, ss_c, ss_d, ss_h, ss_w,
     so_b, so_c,
     HAS_SMAPS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < H * W
-    i = offs // W
-    j = offs % W
-    # out[i] = Z[(i - H//2) % H] = Z[(i + H - H//2) % H]   (fftshift)
+    valid = offs < D * H * W
+    d, i, j = _split3(offs, H, W)
+    # out[i] = Z[(i - n//2) % n] = Z[(i + n - n//2) % n]   (fftshift) in every dimension
+    zd = _wrap(d, D, D - D // 2).to(tl.int64)
     zi_ = _wrap(i, H, H - H // 2).to(tl.int64)
     zj_ = _wrap(j, W, W - W // 2).to(tl.int64)
-    zoff = b * sz_b + zi_ * sz_h + zj_ * sz_w
-    soff = b * ss_b + i.to(tl.int64) * ss_h + j.to(tl.int64) * ss_w
+    zoff = b * sz_b + zd * sz_d + zi_ * sz_h + zj_ * sz_w
+    soff = b * ss_b + d.to(tl.int64) * ss_d + i.to(tl.int64) * ss_h + j.to(tl.int64) * ss_w
     acc_r = tl.zeros([BLOCK], dtype=tl.float32)
     acc_i = tl.zeros([BLOCK], dtype=tl.float32)
     for c in range(C):
@@ -182,26 +194,37 @@ def _post_ifft_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
-# launchers
+# launchers: every tensor is viewed with three spatial dimensions (a slice as a 1-deep volume)
+
+
+def _vol(t: torch.Tensor | None, nd: int) -> torch.Tensor | None:
+    """View with spatial dims (D,H,W): a 2-D tensor gains D = 1 before its last two dims."""
+    return t if t is None or nd == 3 else t.unsqueeze(-3)
+
+
+def _spatial_rank(t: torch.Tensor) -> int:
+    nd = t.ndim - 2
+    if nd not in (2, 3):
+        raise ValueError(f"expected (B, C, H, W) or (B, C, D, H, W), got shape {tuple(t.shape)}")
+    return nd
 
 
 def _ri(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t.resolve_conj())
 
 
-def _smaps4(smaps: torch.Tensor | None, B: int) -> torch.Tensor | None:
-    """Coil maps as (B,C,H,W), a stride-0 view for shared (C,H,W) or batch-1 maps."""
+def _smaps5(smaps: torch.Tensor | None, nd: int, B: int) -> torch.Tensor | None:
+    """Coil maps as (B,C,D,H,W), a stride-0 view for shared (C,*S) or batch-1 maps."""
     if smaps is None:
         return None
-    if smaps.ndim == 3:
-        smaps = smaps[None]
-    return smaps.expand(B, *smaps.shape[1:])
+    s = _vol(smaps[None] if smaps.ndim == nd + 1 else smaps, nd)
+    return s.expand(B, *s.shape[1:])
 
 
-def _mask3(mask: torch.Tensor, B: int) -> torch.Tensor:
-    if mask.ndim == 2:
-        mask = mask[None]
-    return mask.expand(B, *mask.shape[1:])
+def _mask4(mask: torch.Tensor, nd: int, B: int, shape) -> torch.Tensor:
+    """Mask as (B,D,H,W); size-1 dimensions (shared batch, broadcast readout) become stride 0."""
+    m = _vol(mask[None] if mask.ndim == nd else mask, nd)
+    return m.expand(B, *shape)
 
 
 def _w(lam: float) -> float:
@@ -210,20 +233,22 @@ def _w(lam: float) -> float:
 
 def pre_fft(x: torch.Tensor, smaps: torch.Tensor | None = None, out: torch.Tensor | None = None,
             block: int = BLOCK) -> torch.Tensor:
-    """``ifftshift(S * (x[:,0] + i x[:,1]))`` as complex64 (B,C,H,W); C = 1 without coil maps."""
-    B, _, H, W = x.shape
-    s4 = _smaps4(smaps, B)
-    C = 1 if s4 is None else s4.shape[1]
+    """``ifftshift(S * (x[:,0] + i x[:,1]))`` as complex64 (B,C,*S); C = 1 without coil maps."""
+    nd = _spatial_rank(x)
+    B, S = x.shape[0], tuple(x.shape[2:])
+    s5 = _smaps5(smaps, nd, B)
+    C = 1 if s5 is None else s5.shape[1]
     if out is None:
-        out = torch.empty((B, C, H, W), dtype=torch.complex64, device=x.device)
-    o = _ri(out)
-    s = _ri(s4) if s4 is not None else o
-    _pre_fft_kernel[(triton.cdiv(H * W, block), B)](
-        x, s, o, C, H, W,
-        *x.stride(),
-        *(s.stride()[:4] if s4 is not None else (0, 0, 0, 0)),
+        out = torch.empty((B, C, *S), dtype=torch.complex64, device=x.device)
+    x5, o = _vol(x, nd), _ri(_vol(out, nd))
+    s = _ri(s5) if s5 is not None else o
+    D, H, W = x5.shape[2:]
+    _pre_fft_kernel[(triton.cdiv(D * H * W, block), B)](
+        x5, s, o, C, D, H, W,
+        *x5.stride(),
+        *(s.stride()[:5] if s5 is not None else (0,) * 5),
         o.stride(0), o.stride(1),
-        HAS_SMAPS=s4 is not None, BLOCK=block,
+        HAS_SMAPS=s5 is not None, BLOCK=block,
     )
     return out
 
@@ -239,21 +264,23 @@ def post_fft(k: torch.Tensor | None, y: torch.Tensor | None, mask: torch.Tensor,
     """
     code = MODES[mode]
     ref = y if k is None else k
-    B, C, H, W = ref.shape
-    m3 = _mask3(mask, B)
+    nd = _spatial_rank(ref)
+    B, C, S = ref.shape[0], ref.shape[1], tuple(ref.shape[2:])
     if out is None:
-        out = torch.empty((B, C, H, W), dtype=torch.complex64, device=ref.device)
-    o = _ri(out)
-    kr = _ri(k) if k is not None else o
-    yr = _ri(y) if y is not None else o
-    nblk = triton.cdiv(H * W, block)
+        out = torch.empty((B, C, *S), dtype=torch.complex64, device=ref.device)
+    o = _ri(_vol(out, nd))
+    D, H, W = o.shape[2:5]
+    m4 = _mask4(mask, nd, B, (D, H, W))
+    kr = _ri(_vol(k, nd)) if k is not None else o
+    yr = _ri(_vol(y, nd)) if y is not None else o
+    nblk = triton.cdiv(D * H * W, block)
     write_loss = write_loss and code == 1
     part = torch.empty((B, C * nblk) if write_loss else (1,), dtype=torch.float32, device=ref.device)
     _post_fft_kernel[(nblk, C, B)](
-        kr, yr, m3, o, part, _w(lam), H, W,
-        *(kr.stride()[:4] if k is not None else (0, 0, 0, 0)),
-        *(yr.stride()[:4] if y is not None else (0, 0, 0, 0)),
-        *m3.stride(),
+        kr, yr, m4, o, part, _w(lam), D, H, W,
+        *(kr.stride()[:5] if k is not None else (0,) * 5),
+        *(yr.stride()[:5] if y is not None else (0,) * 5),
+        *m4.stride(),
         o.stride(0), o.stride(1), C * nblk,
         MODE=code, HAS_Y=y is not None, WRITE_LOSS=write_loss, BLOCK=block,
     )
@@ -263,19 +290,21 @@ def post_fft(k: torch.Tensor | None, y: torch.Tensor | None, mask: torch.Tensor,
 def post_ifft(z: torch.Tensor, smaps: torch.Tensor | None = None, scale: float = 1.0,
               out: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float32,
               block: int = BLOCK) -> torch.Tensor:
-    """``scale * sum_c conj(S_c) fftshift(z_c)`` unpacked to real (B,2,H,W) of ``out_dtype``."""
-    B, C, H, W = z.shape
-    s4 = _smaps4(smaps, B)
+    """``scale * sum_c conj(S_c) fftshift(z_c)`` unpacked to real (B,2,*S) of ``out_dtype``."""
+    nd = _spatial_rank(z)
+    B, C, S = z.shape[0], z.shape[1], tuple(z.shape[2:])
+    s5 = _smaps5(smaps, nd, B)
     if out is None:
-        out = torch.empty((B, 2, H, W), dtype=out_dtype, device=z.device)
-    zr = _ri(z)
-    s = _ri(s4) if s4 is not None else zr
-    _post_ifft_kernel[(triton.cdiv(H * W, block), B)](
-        zr, s, out, float(scale), C, H, W,
-        *zr.stride()[:4],
-        *(s.stride()[:4] if s4 is not None else (0, 0, 0, 0)),
-        out.stride(0), out.stride(1),
-        HAS_SMAPS=s4 is not None, BLOCK=block,
+        out = torch.empty((B, 2, *S), dtype=out_dtype, device=z.device)
+    zr, o = _ri(_vol(z, nd)), _vol(out, nd)
+    s = _ri(s5) if s5 is not None else zr
+    D, H, W = o.shape[2:]
+    _post_ifft_kernel[(triton.cdiv(D * H * W, block), B)](
+        zr, s, o, float(scale), C, D, H, W,
+        *zr.stride()[:5],
+        *(s.stride()[:5] if s5 is not None else (0,) * 5),
+        o.stride(0), o.stride(1),
+        HAS_SMAPS=s5 is not None, BLOCK=block,
     )
     return out
 
@@ -284,22 +313,26 @@ def post_ifft(z: torch.Tensor, smaps: torch.Tensor | None = None, scale: float =
 # composite operations (same signatures and semantics as fastsd.reference.mri)
 
 
+def _dims(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(2, t.ndim))
+
+
 def _fft(z: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fft2(z, norm="ortho")
+    return torch.fft.fftn(z, dim=_dims(z), norm="ortho")
 
 
 def _ifft(z: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifft2(z, norm="ortho")
+    return torch.fft.ifftn(z, dim=_dims(z), norm="ortho")
 
 
 def mri_forward(x, mask, smaps=None):
-    """A x = M fft2c(S x), centred complex64 (B,C,H,W)."""
+    """A x = M fftnc(S x), centred complex64 (B,C,*S)."""
     k = _fft(pre_fft(x, smaps))
     return post_fft(k, None, mask, "forward")[0]
 
 
 def mri_adjoint(y, mask, smaps=None):
-    """A^H y = sum_c conj(S_c) ifft2c(M y_c) as float32 (B,2,H,W)."""
+    """A^H y = sum_c conj(S_c) ifftnc(M y_c) as float32 (B,2,*S)."""
     r = post_fft(None, y, mask, "adjoint")[0]
     return post_ifft(_ifft(r), smaps)
 

@@ -120,3 +120,26 @@ def test_mask_errors():
         gaussian_mask_2d((16, 16), 8, center_radius=6)
     with pytest.raises(ValueError, match="lower center_radius"):
         poisson_disc_mask_2d((16, 16), 8, center_radius=6)
+
+
+@pytest.mark.parametrize("fn", [gaussian_mask_2d, poisson_disc_mask_2d])
+@pytest.mark.parametrize("shape,calib", [((40, 32), (8, 6)), ((33, 27), 5)])
+def test_phase_encode_masks_with_calibration_box(fn, shape, calib):
+    """(ky, kz) masks for 3-D MRI: fully sampled centred box, requested acceleration, denser centre."""
+    mask = fn(shape, 8, seed=2, calib=calib)
+    assert _is_binary_hw(mask, shape)
+    assert abs(acceleration_of(mask) / 8 - 1) < 0.05
+    cy, cx = (calib, calib) if isinstance(calib, int) else calib
+    H, W = shape
+    y0, x0 = (H - cy + 1) // 2, (W - cx + 1) // 2
+    m = mask.numpy()
+    assert m[y0 : y0 + cy, x0 : x0 + cx].all() and m.sum() > cy * cx
+    assert not m[y0 - 1 : y0 + cy + 1, x0 - 1 : x0 + cx + 1].all()  # exactly the box, not more
+    i, j = np.meshgrid(np.arange(H) - H // 2, np.arange(W) - W // 2, indexing="ij")
+    d = np.sqrt(i**2 + j**2)
+    assert m[(d > max(cy, cx)) & (d < min(H, W) / 3)].mean() > m[d >= min(H, W) / 3].mean()
+    assert torch.equal(mask, fn(shape, 8, seed=2, calib=calib))
+    with pytest.raises(ValueError, match="either center_radius or calib"):
+        fn(shape, 8, center_radius=2, calib=calib)
+    with pytest.raises(ValueError, match="lower calib"):
+        fn(shape, 8, calib=(20, 20))

@@ -5,10 +5,14 @@ CUDA tensors run the Triton kernels of ``fastsd.kernels.mri_dc`` around cuFFT; e
 runs :mod:`fastsd.reference.mri`. Each op has a fake (meta) implementation and an autograd
 formula, so it works under ``torch.compile`` and inside differentiable pipelines.
 
-Layouts: image ``x`` real (B,2,H,W) float32/float16/bfloat16 (half inputs are cast to fp32 on load,
-all arithmetic and k-space are fp32/complex64, image-domain outputs come back in ``x.dtype``);
-k-space ``y`` complex64 (B,C,H,W) centred; ``mask`` float32 (H,W) or (B,H,W) of 0/1 (leading
-dimension 1 broadcasts); ``smaps`` complex64 (C,H,W) shared or (B,C,H,W), ``None`` = single coil.
+Layouts, for 2-D slices ``S = (H, W)`` and 3-D volumes ``S = (D, H, W)`` alike (the spatial rank
+is ``x.ndim - 2`` or ``y.ndim - 2``): image ``x`` real (B,2,*S) float32/float16/bfloat16 (half
+inputs are cast to fp32 on load, all arithmetic and k-space are fp32/complex64, image-domain
+outputs come back in ``x.dtype``); k-space ``y`` complex64 (B,C,*S) centred, transformed by the
+centred orthonormal FFT over all spatial dimensions; ``mask`` float32 (*S) or (B,*S) of 0/1
+(leading dimension 1 broadcasts, and so does any spatial dimension of size 1: a (1,H,W) mask
+samples whole readout lines of a volume); ``smaps`` complex64 (C,*S) shared or (B,C,*S),
+``None`` = single coil.
 
 The public wrappers (:func:`mri_forward`, ...) validate their inputs and raise ``ValueError``
 naming the problem; the validation of ``y`` includes a finiteness check (one host sync), so hot
@@ -41,7 +45,7 @@ def _w(lam: float) -> float:
 
 
 def _masked(mask: Tensor, y: Tensor) -> Tensor:
-    return (mask[:, None] if mask.ndim == 3 else mask) * y
+    return (mask[:, None] if mask.ndim == y.ndim - 1 else mask) * y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,8 +59,8 @@ def _mri_forward(x: Tensor, mask: Tensor, smaps: Optional[Tensor]) -> Tensor:
 
 @_mri_forward.register_fake
 def _(x, mask, smaps):
-    C = 1 if smaps is None else smaps.shape[-3]
-    return x.new_empty((x.shape[0], C, x.shape[2], x.shape[3]), dtype=torch.complex64)
+    C = 1 if smaps is None else smaps.shape[-x.ndim + 1]
+    return x.new_empty((x.shape[0], C, *x.shape[2:]), dtype=torch.complex64)
 
 
 @torch.library.custom_op("fastsd::mri_adjoint", mutates_args=())
@@ -66,7 +70,7 @@ def _mri_adjoint(y: Tensor, mask: Tensor, smaps: Optional[Tensor]) -> Tensor:
 
 @_mri_adjoint.register_fake
 def _(y, mask, smaps):
-    return y.new_empty((y.shape[0], 2, y.shape[2], y.shape[3]), dtype=torch.float32)
+    return y.new_empty((y.shape[0], 2, *y.shape[2:]), dtype=torch.float32)
 
 
 @torch.library.custom_op("fastsd::mri_normal", mutates_args=())
@@ -142,7 +146,7 @@ def _fidelity_setup(ctx, inputs, output):
 
 def _fidelity_backward(ctx, g_loss, _g_grad):
     x, y, mask, smaps, grad = ctx.saved_tensors
-    g = g_loss.reshape(-1, 1, 1, 1)
+    g = g_loss.reshape((-1,) + (1,) * (x.ndim - 1))
     gx = (g * grad).to(grad.dtype) if ctx.needs_input_grad[0] else None
     gy = None
     if ctx.needs_input_grad[1]:  # d/dy ||M(FSx - y)||^2 = -2 M (FSx - y)
@@ -186,35 +190,54 @@ def validate_mri_args(
     smaps: Tensor | None = None,
     lam: float | None = None,
     finite: bool = True,
+    ndim: int | None = None,
 ) -> None:
     """Check shapes, dtypes and devices of MRI op arguments; raise ValueError naming the problem.
 
-    ``finite=True`` also rejects NaN/Inf in ``y`` (one host sync).
+    ``ndim`` is the number of spatial dimensions (2 or 3); by default ``x.ndim - 2``, else
+    ``y.ndim - 2``, else 2. ``finite=True`` also rejects NaN/Inf in ``y`` (one host sync).
     """
-    check_tensor("mask", mask, ndim=(2, 3), dtypes=(torch.float32,))
-    H, W = mask.shape[-2:]
+    for name, t in (("x", x), ("y", y)):
+        if ndim is None and t is not None:
+            check_tensor(name, t, ndim=(4, 5))
+            ndim = t.ndim - 2
+    nd = 2 if ndim is None else ndim
+    if nd not in (2, 3):
+        raise ValueError(f"MRI data must have 2 or 3 spatial dimensions, got {nd}")
+    check_tensor("mask", mask, ndim=(nd, nd + 1), dtypes=(torch.float32,))
+    msize = tuple(mask.shape[-nd:])
+    known: list = []  # (name, full image size) of the first tensor that fixes it
+
+    def fit(name: str, size: tuple) -> None:
+        if known and size != known[0][1]:
+            raise ValueError(f"{name} has image size {size} but {known[0][0]} has {known[0][1]}")
+        if any(m not in (1, s) for m, s in zip(msize, size)):
+            raise ValueError(f"{name} has image size {size} but the mask is {msize}")
+        known[:] = [(name, size)]
+
     B = None
     if x is not None:
-        check_tensor("x", x, ndim=4, dtypes=IMAGE_DTYPES)
+        check_tensor("x", x, ndim=nd + 2, dtypes=IMAGE_DTYPES)
         if x.shape[1] != 2:
             raise ValueError(f"x must have 2 channels (real, imaginary), got shape {tuple(x.shape)}")
-        if tuple(x.shape[2:]) != (H, W):
-            raise ValueError(f"x has image size {tuple(x.shape[2:])} but the mask is {(H, W)}")
+        fit("x", tuple(x.shape[2:]))
         B = x.shape[0]
     C = 1
     if smaps is not None:
-        check_tensor("smaps", smaps, ndim=(3, 4), dtypes=(torch.complex64,))
-        if tuple(smaps.shape[-2:]) != (H, W):
-            raise ValueError(f"smaps has image size {tuple(smaps.shape[-2:])} but the mask is {(H, W)}")
-        C = smaps.shape[-3]
+        check_tensor("smaps", smaps, ndim=(nd + 1, nd + 2), dtypes=(torch.complex64,))
+        fit("smaps", tuple(smaps.shape[-nd:]))
+        C = smaps.shape[-nd - 1]
     if y is not None:
-        check_tensor("y", y, ndim=4, dtypes=(torch.complex64,))
-        if tuple(y.shape[1:]) != (C, H, W) or (B is not None and y.shape[0] != B):
-            want = f"({'B' if B is None else B}, {C}, {H}, {W})"
-            raise ValueError(f"y has shape {tuple(y.shape)}; expected {want} (batch, coils, H, W)")
+        check_tensor("y", y, ndim=nd + 2, dtypes=(torch.complex64,))
+        size = known[0][1] if known else tuple(y.shape[2:])
+        if tuple(y.shape[1:]) != (C, *size) or (B is not None and y.shape[0] != B):
+            want = ", ".join(map(str, ("B" if B is None else B, C, *size)))
+            dims = "H, W" if nd == 2 else "D, H, W"
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected ({want}) (batch, coils, {dims})")
+        fit("y", size)
         B = y.shape[0]
-    for name, t, nd in (("mask", mask, 3), ("smaps", smaps, 4)):  # per-problem batch: 1 or B
-        if t is not None and t.ndim == nd and t.shape[0] != 1:
+    for name, t, nb in (("mask", mask, nd + 1), ("smaps", smaps, nd + 2)):  # per-problem batch: 1 or B
+        if t is not None and t.ndim == nb and t.shape[0] != 1:
             if B is not None and t.shape[0] != B:
                 raise ValueError(f"{name} has batch size {t.shape[0]} but the data has batch size {B}")
             B = t.shape[0]
@@ -226,13 +249,13 @@ def validate_mri_args(
 
 
 def mri_forward(x: Tensor, mask: Tensor, smaps: Tensor | None = None) -> Tensor:
-    """A x = M fft2c(S x): image (B,2,H,W) -> centred k-space complex64 (B,C,H,W)."""
+    """A x = M fftnc(S x): image (B,2,*S) -> centred k-space complex64 (B,C,*S)."""
     validate_mri_args(x=x, mask=mask, smaps=smaps)
     return torch.ops.fastsd.mri_forward(x, mask, smaps)
 
 
 def mri_adjoint(y: Tensor, mask: Tensor, smaps: Tensor | None = None) -> Tensor:
-    """A^H y = sum_c conj(S_c) ifft2c(M y_c): k-space (B,C,H,W) -> float32 image (B,2,H,W)."""
+    """A^H y = sum_c conj(S_c) ifftnc(M y_c): k-space (B,C,*S) -> float32 image (B,2,*S)."""
     validate_mri_args(y=y, mask=mask, smaps=smaps)
     return torch.ops.fastsd.mri_adjoint(y, mask, smaps)
 

@@ -102,27 +102,42 @@ def _radius_grid(H: int, W: int) -> np.ndarray:
     return np.sqrt(i * i + j * j)
 
 
-def _centre_disc(H: int, W: int, center_radius, acceleration: float) -> tuple[np.ndarray, int]:
-    r = 0.04 * min(H, W) if center_radius is None else float(center_radius)
-    if r < 0:
-        raise ValueError(f"center_radius must be >= 0, got {center_radius}")
-    centre = _radius_grid(H, W) <= r
+def _centre_region(H: int, W: int, center_radius, calib, acceleration: float) -> tuple[np.ndarray, int]:
+    """The fully sampled calibration region (a disc of ``center_radius`` pixels, default 4 % of
+    min(H, W), or a centred ``calib`` box) and the total number of samples for ``acceleration``."""
+    if calib is not None:
+        if center_radius is not None:
+            raise ValueError("give either center_radius or calib, not both")
+        cy, cx = (calib, calib) if np.ndim(calib) == 0 else tuple(calib)
+        if not (0 <= int(cy) <= H and 0 <= int(cx) <= W) or int(cy) != cy or int(cx) != cx:
+            raise ValueError(f"calib must be a box (cy, cx) of integers within {(H, W)}, got {calib}")
+        centre = np.outer(_center_lines(H, int(cy)), _center_lines(W, int(cx)))
+        what = f"calibration box {int(cy)}x{int(cx)}"
+        hint = "calib"
+    else:
+        r = 0.04 * min(H, W) if center_radius is None else float(center_radius)
+        if r < 0:
+            raise ValueError(f"center_radius must be >= 0, got {center_radius}")
+        centre = _radius_grid(H, W) <= r
+        what, hint = f"centre disc of radius {r:g}", "center_radius"
     target = int(round(H * W / acceleration))
     if centre.sum() > target:
         raise ValueError(
-            f"the centre disc of radius {r:g} holds {int(centre.sum())} points, more than the "
-            f"{target} allowed by acceleration {acceleration}; lower center_radius"
+            f"the {what} holds {int(centre.sum())} points, more than the "
+            f"{target} allowed by acceleration {acceleration}; lower {hint}"
         )
     return centre, target
 
 
-def gaussian_mask_2d(shape, acceleration, seed=0, center_radius=None, sigma=0.25) -> torch.Tensor:
+def gaussian_mask_2d(shape, acceleration, seed=0, center_radius=None, sigma=0.25, calib=None) -> torch.Tensor:
     """Variable-density 2D random mask: a fully sampled centre disc (radius ``center_radius``
-    pixels, default 4 % of min(H, W)) plus points drawn without replacement with probability ∝
-    ``exp(−d² / (2 (sigma·min(H, W))²))``; exactly ``round(H W / acceleration)`` points in total."""
+    pixels, default 4 % of min(H, W)) or calibration box ``calib = (cy, cx)`` plus points drawn
+    without replacement with probability ∝ ``exp(−d² / (2 (sigma·min(H, W))²))``; exactly
+    ``round(H W / acceleration)`` points in total. Over the (ky, kz) phase-encoding plane it is
+    the mask of a 3-D acquisition (:class:`~fastsd.ops.mri.MRI3D`)."""
     H, W = _shape2(shape)
     a = _check_accel(acceleration)
-    centre, target = _centre_disc(H, W, center_radius, a)
+    centre, target = _centre_region(H, W, center_radius, calib, a)
     s = sigma * min(H, W)
     weight = np.exp(-_radius_grid(H, W) ** 2 / (2 * s * s)).ravel()
     free = np.flatnonzero(~centre.ravel())
@@ -153,17 +168,20 @@ def _dart_throw(order: np.ndarray, radius: np.ndarray, blocked0: np.ndarray) -> 
     return accepted
 
 
-def poisson_disc_mask_2d(shape, acceleration, seed=0, center_radius=None, density_slope=2.0, iters=14) -> torch.Tensor:
-    """Variable-density Poisson-disc-like 2D mask by dart throwing.
+def poisson_disc_mask_2d(shape, acceleration, seed=0, center_radius=None, density_slope=2.0, iters=14,
+                         calib=None) -> torch.Tensor:
+    """Variable-density Poisson-disc-like 2D mask by dart throwing (over the (ky, kz) plane: the
+    paper's 3-D sampling for :class:`~fastsd.ops.mri.MRI3D`).
 
     Pixels are visited in a seeded random order and accepted when no accepted point lies within
     the minimum distance ``r0 (1 + density_slope · d / d_max)`` of an accepted one (``d`` = distance
     from the centre), so samples are spread evenly and thin out towards the edges. ``r0`` is found
-    by bisection so that, with the fully sampled centre disc, the acceleration is ≈ ``acceleration``.
+    by bisection so that, with the fully sampled centre (disc of ``center_radius`` or box
+    ``calib = (cy, cx)``), the acceleration is ≈ ``acceleration``.
     """
     H, W = _shape2(shape)
     a = _check_accel(acceleration)
-    centre, target = _centre_disc(H, W, center_radius, a)
+    centre, target = _centre_region(H, W, center_radius, calib, a)
     d = _radius_grid(H, W)
     profile = 1.0 + density_slope * d / max(d.max(), 1e-12)
     order = np.random.default_rng(seed).permutation(H * W)

@@ -1,13 +1,16 @@
-"""Plain-PyTorch reference of the MRI operator family (explicit fftshift / fft2 / ifftshift).
+"""Plain-PyTorch reference of the MRI operator family (explicit fftshift / fftn / ifftshift), for
+2-D slices and 3-D volumes alike.
 
 Same signatures and semantics as the launchers in ``fastsd.kernels.mri_dc``; the CPU
 implementation of the ``fastsd::mri_*`` custom ops and the ground truth the kernels are tested
 against.
 
-Layouts: image ``x`` real (B,2,H,W) (channel 0 real, 1 imaginary; fp32, fp16 or bf16, computed in
-fp32); k-space complex64 (B,C,H,W), centred; ``mask`` (H,W) or (B,H,W) of 0/1; coil maps ``smaps``
-complex64 (C,H,W) shared or (B,C,H,W), ``None`` for single coil (C = 1). The operator is
-``A x = M fft2c(S x)`` with the orthonormal centred FFT of fastMRI.
+Layouts, with ``N = x.ndim - 2`` (or ``y.ndim - 2``) spatial dimensions ``S = (H, W)`` or
+``(D, H, W)``: image ``x`` real (B,2,*S) (channel 0 real, 1 imaginary; fp32, fp16 or bf16, computed
+in fp32); k-space complex64 (B,C,*S), centred; ``mask`` (*S) or (B,*S) of 0/1, where a spatial
+dimension of size 1 broadcasts (a (1,H,W) mask samples whole readout lines of a volume); coil maps
+``smaps`` complex64 (C,*S) shared or (B,C,*S), ``None`` for single coil (C = 1). The operator is
+``A x = M fftnc(S x)`` with the orthonormal centred FFT of fastMRI over all N spatial dimensions.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import math
 import torch
 
 __all__ = [
+    "fftnc",
+    "ifftnc",
     "fft2c",
     "ifft2c",
     "to_complex",
@@ -27,32 +32,46 @@ __all__ = [
     "mri_dc",
 ]
 
-_DIMS = (-2, -1)
+
+def _dims(nd: int) -> tuple[int, ...]:
+    return tuple(range(-nd, 0))
+
+
+def fftnc(z: torch.Tensor, nd: int = 2) -> torch.Tensor:
+    """Centred orthonormal FFT over the last ``nd`` dimensions (fastMRI ``fft2c`` for nd = 2)."""
+    d = _dims(nd)
+    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(z, dim=d), dim=d, norm="ortho"), dim=d)
+
+
+def ifftnc(k: torch.Tensor, nd: int = 2) -> torch.Tensor:
+    """Inverse (and adjoint) of :func:`fftnc`."""
+    d = _dims(nd)
+    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(k, dim=d), dim=d, norm="ortho"), dim=d)
 
 
 def fft2c(z: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal 2D FFT over the last two dimensions (fastMRI ``fft2c``)."""
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return fftnc(z, 2)
 
 
 def ifft2c(k: torch.Tensor) -> torch.Tensor:
     """Inverse (and adjoint) of :func:`fft2c`."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return ifftnc(k, 2)
 
 
 def to_complex(x: torch.Tensor) -> torch.Tensor:
-    """(B,2,H,W) real -> (B,H,W) complex64."""
+    """(B,2,*S) real -> (B,*S) complex64."""
     return torch.complex(x[:, 0].float(), x[:, 1].float())
 
 
 def to_channels(z: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B,H,W) complex -> (B,2,H,W) real of ``dtype``."""
+    """(B,*S) complex -> (B,2,*S) real of ``dtype``."""
     return torch.stack([z.real, z.imag], 1).to(dtype)
 
 
-def _mask(mask: torch.Tensor) -> torch.Tensor:
-    """Broadcastable against (B,C,H,W)."""
-    return (mask[:, None] if mask.ndim == 3 else mask).float()
+def _mask(mask: torch.Tensor, nd: int) -> torch.Tensor:
+    """Broadcastable against (B,C,*S): a per-problem (B,*S) mask gets a coil dimension."""
+    return (mask[:, None] if mask.ndim == nd + 1 else mask).float()
 
 
 def _coils(x: torch.Tensor, smaps: torch.Tensor | None) -> torch.Tensor:
@@ -66,19 +85,22 @@ def _combine(zc: torch.Tensor, smaps: torch.Tensor | None) -> torch.Tensor:
 
 
 def mri_forward(x: torch.Tensor, mask: torch.Tensor, smaps: torch.Tensor | None = None) -> torch.Tensor:
-    """A x = M fft2c(S x): complex64 (B,C,H,W)."""
-    return _mask(mask) * fft2c(_coils(x, smaps))
+    """A x = M fftnc(S x): complex64 (B,C,*S)."""
+    nd = x.ndim - 2
+    return _mask(mask, nd) * fftnc(_coils(x, smaps), nd)
 
 
 def mri_adjoint(y: torch.Tensor, mask: torch.Tensor, smaps: torch.Tensor | None = None) -> torch.Tensor:
-    """A^H y = sum_c conj(S_c) ifft2c(M y_c): float32 (B,2,H,W)."""
-    return to_channels(_combine(ifft2c(_mask(mask) * y), smaps))
+    """A^H y = sum_c conj(S_c) ifftnc(M y_c): float32 (B,2,*S)."""
+    nd = y.ndim - 2
+    return to_channels(_combine(ifftnc(_mask(mask, nd) * y, nd), smaps))
 
 
 def mri_normal(x: torch.Tensor, mask: torch.Tensor, smaps: torch.Tensor | None = None) -> torch.Tensor:
     """A^H A x in the dtype of ``x``."""
-    k = _mask(mask) * fft2c(_coils(x, smaps))
-    return to_channels(_combine(ifft2c(k), smaps), x.dtype)
+    nd = x.ndim - 2
+    k = _mask(mask, nd) * fftnc(_coils(x, smaps), nd)
+    return to_channels(_combine(ifftnc(k, nd), smaps), x.dtype)
 
 
 def mri_fidelity(
@@ -88,9 +110,10 @@ def mri_fidelity(
 
     Entries of ``y`` outside the mask are ignored (for measured ``y`` they are zero anyway).
     """
-    r = _mask(mask) * (fft2c(_coils(x, smaps)) - y)
-    loss = (r.real.square() + r.imag.square()).sum((1, 2, 3))
-    return loss, to_channels(2 * _combine(ifft2c(r), smaps), x.dtype)
+    nd = x.ndim - 2
+    r = _mask(mask, nd) * (fftnc(_coils(x, smaps), nd) - y)
+    loss = (r.real.square() + r.imag.square()).flatten(1).sum(1)
+    return loss, to_channels(2 * _combine(ifftnc(r, nd), smaps), x.dtype)
 
 
 def mri_dc(
@@ -100,7 +123,8 @@ def mri_dc(
 
     ``lam = inf`` replaces sampled k-space entries by ``y`` (hard DC); ``lam = 0`` leaves them.
     """
+    nd = x.ndim - 2
     w = 1.0 if math.isinf(lam) else lam / (1.0 + lam)
-    k = fft2c(_coils(x, smaps))
-    k = k + w * _mask(mask) * (y - k)
-    return to_channels(_combine(ifft2c(k), smaps), x.dtype)
+    k = fftnc(_coils(x, smaps), nd)
+    k = k + w * _mask(mask, nd) * (y - k)
+    return to_channels(_combine(ifftnc(k, nd), smaps), x.dtype)

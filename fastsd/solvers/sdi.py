@@ -36,6 +36,7 @@ from torch import nn
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
 from fastsd.nets.fused import fuse_bn_relu
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
+from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.schedules import sdi_sigmas
 
@@ -44,12 +45,13 @@ __all__ = ["SelfDiffusion", "PRESETS", "total_variation", "fourier_l1"]
 # (T, K, lr) and loss per task, from the paper; 'mri' also rescales the measurements.
 PRESETS: dict[str, dict] = {
     "mri": dict(T=40, K=50, lr=1e-3, loss="norm_tv", scale=True),
+    "mri3d": dict(T=40, K=50, lr=1e-3, loss="norm", scale=True),  # official 3-D loss: no TV
     "image": dict(T=40, K=150, lr=1e-3, loss="mse", scale=False),
     "denoise": dict(T=30, K=100, lr=2e-3, loss="mse", scale=False),
     "radar": dict(T=30, K=100, lr=1e-3, loss="mse", scale=False, out_activation="sigmoid"),
     "cs1d": dict(T=40, K=200, lr=1e-5, loss="cs1d", scale=False),
 }
-_LOSSES = {"mse": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"fourier_weight": 0.01}}
+_LOSSES = {"mse": {}, "norm": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"fourier_weight": 0.01}}
 # Network arithmetic: 'bf16' runs the network under bf16 autocast (float32 master weights, Adam,
 # BatchNorm statistics, loss and operator).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -76,8 +78,9 @@ class _Layout:
         self.is_complex = like.is_complex()
         self.add_channel = like.ndim == 2  # (B, n) vectors get a channel dim
         shape = like.shape[:1] + (1,) + like.shape[1:] if self.add_channel else like.shape
-        if len(shape) not in (3, 4):
-            raise ValueError(f"SDI supports unknowns of shape (B, n), (B, C, n) or (B, C, H, W); got {tuple(like.shape)}")
+        if len(shape) not in (3, 4, 5):
+            raise ValueError(f"SDI supports unknowns of shape (B, n), (B, C, n), (B, C, H, W) or (B, C, D, H, W); "
+                             f"got {tuple(like.shape)}")
         self.channels = shape[1]
         self.net_shape = (shape[0], 2 * shape[1] if self.is_complex else shape[1]) + tuple(shape[2:])
         self.spatial_dims = len(shape) - 2
@@ -106,19 +109,22 @@ class SelfDiffusion:
     """Self-diffusion solver. Options (``None`` = take the preset's value):
 
     Args:
-        preset: 'mri', 'image', 'denoise', 'radar' or 'cs1d' (T, K, lr, loss, scaling and output
-            activation of the paper). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`
-            operators and 'image' otherwise.
+        preset: 'mri', 'mri3d', 'image', 'denoise', 'radar' or 'cs1d' (T, K, lr, loss, scaling and
+            output activation of the paper). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`,
+            'mri3d' for :class:`~fastsd.ops.mri.MRI3D` (volumes: :class:`~fastsd.nets.UNet3d`) and
+            'image' otherwise.
         T, K, lr: noise levels, Adam steps per level, Adam learning rate.
         beta_start, beta_end, schedule_factor: the linear-beta schedule (see
             :func:`fastsd.solvers.schedules.sdi_sigmas`).
         resample_noise: draw fresh ε at every inner step (paper) instead of once per level (code).
         no_noise: the "w/o ε" ablation (σ = 0 throughout).
-        loss: 'mse', 'norm_tv' or 'cs1d'; ``tv_weight`` / ``fourier_weight`` override its weights.
+        loss: 'mse', 'norm' (un-squared), 'norm_tv' or 'cs1d'; ``tv_weight`` / ``fourier_weight``
+            override its weights.
         scale: rescale the measurements by ‖D(noise)‖ / ‖A^H y‖ (MRI).
         net: a user network (``nn.Module`` mapping the network layout to itself); each problem
             starts from a copy of its weights. Default: the paper's U-Net (images) or ConvNet1d.
-        small: the CPU-sized network (``UNet.small``: width 8, 4 levels; ConvNet1d width 32).
+        small: the CPU-sized network (``UNet.small``: width 8, 4 levels; ``UNet3d.small``: width 4,
+            2 levels; ConvNet1d width 32).
         width, depth, out_activation: override the default network's size / output activation.
         update: 'last' sets x̂ to the network output of the K-th inner step (official code);
             'refresh' runs one more forward with the updated weights on the same noisy input.
@@ -215,7 +221,7 @@ class SelfDiffusion:
         """The settings a solve with ``op`` uses (preset values with overrides applied)."""
         preset = self.preset
         if preset is None:
-            preset = "mri" if type(op).__name__ == "MRI" else "image"
+            preset = {"MRI": "mri", "MRI3D": "mri3d"}.get(type(op).__name__, "image")
         cfg = dict(PRESETS[preset], preset=preset)
         cfg.setdefault("out_activation", None)
         cfg.update({k: v for k, v in self.overrides.items() if v is not None})
@@ -235,14 +241,17 @@ class SelfDiffusion:
             net = copy.deepcopy(self.net)
         else:
             c = layout.net_shape[1]
-            if layout.spatial_dims == 2:
+            if layout.spatial_dims == 3:  # UNet3d initialises itself (its transposed convs too) from gen
+                width, depth = self.width or (4 if self.small else 32), self.depth or (2 if self.small else 5)
+                net = UNet3d(c, c, width=width, depth=depth, out_activation=cfg["out_activation"], generator=gen)
+            elif layout.spatial_dims == 2:
                 width = self.width or (8 if self.small else 64)
                 depth = self.depth or (4 if self.small else 5)
-                net = UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"])
+                net = init_weights(UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"]),
+                                   generator=gen)
             else:
-                net = ConvNet1d(c, c, width=self.width or (32 if self.small else 64),
-                                out_activation=cfg["out_activation"])
-            init_weights(net, generator=gen)
+                net = init_weights(ConvNet1d(c, c, width=self.width or (32 if self.small else 64),
+                                             out_activation=cfg["out_activation"]), generator=gen)
         return fuse_bn_relu(net) if fused else net
 
     # -- solve -----------------------------------------------------------------------------------
@@ -382,7 +391,7 @@ class SelfDiffusion:
         vals = []
         for b in range(x.shape[0]):
             a, t = x[b], x_true[b]
-            if preset == "mri":
+            if preset in ("mri", "mri3d"):
                 a, t = magnitude(a[None])[0], magnitude(t[None])[0]
             elif a.is_complex():
                 a, t = a.abs(), t.abs()
