@@ -32,6 +32,7 @@ import time
 import torch
 from torch import nn
 
+from fastsd._checks import check_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
 from fastsd.solvers.base import Callback, SolveResult, register_solver
@@ -217,8 +218,7 @@ class SelfDiffusion:
         ``callback(iteration, state)`` runs after every noise level with ``state`` holding ``x``,
         ``loss``, ``sigma``, ``level`` (and ``psnr``); returning True stops early.
         """
-        if not isinstance(y, torch.Tensor):
-            raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        y = check_problem(y, op, self.dtype)  # validation shared with every solver (fastsd._checks)
         cfg = self.config(op)
         dev = torch.device(self.device) if self.device is not None else y.device
         if dev.type == "cuda" and dev.index is None:
