@@ -299,22 +299,28 @@ class _ResultDir:
     """A result folder written atomically: files go to ``.<name>.partial`` beside ``final``, which
     replaces ``final`` (and whatever an earlier run left there) only in :meth:`commit`.
 
-    The temporary name is fixed so that the ranks of a torchrun launch share it; only the creating
-    process (``create=True``) removes a leftover one and makes it."""
+    The temporary name is fixed so that the ranks of a torchrun launch share it without talking to
+    each other: each rank makes it if missing and writes only its own files; ``keep`` in
+    :meth:`commit` drops whatever else a killed earlier run may have left in it."""
 
-    def __init__(self, final: Path, overwrite: bool, create: bool = True):
+    def __init__(self, final: Path, overwrite: bool, fresh: bool = True):
         final = Path(os.path.abspath(final))
         _check_target(final, overwrite)
         parent = _writable_parent(final, "--out")
         self.final, self.tmp = final, parent / f".{final.name}.partial"
-        if create:
+        if fresh:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            try:
-                self.tmp.mkdir()
-            except OSError as e:
-                raise _UsageError(f"--out {final}: cannot write in {parent} ({e.strerror or e})") from None
+        try:
+            self.tmp.mkdir(exist_ok=True)
+        except OSError as e:
+            raise _UsageError(f"--out {final}: cannot write in {parent} ({e.strerror or e})") from None
 
-    def commit(self) -> None:
+    def commit(self, keep: set[str] | None = None) -> None:
+        """Rename into place (keeping only the entries named in ``keep``, when given)."""
+        if keep is not None:
+            for entry in self.tmp.iterdir():
+                if entry.name not in keep:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         old = None
         if self.final.exists():
             old = self.final.parent / f".{self.final.name}.replaced-{os.getpid()}"
@@ -842,7 +848,7 @@ def _cmd_reconstruct(args) -> int:
     """One file, or a directory of files sharded over the ranks of a torchrun launch
     (:mod:`fastsd.distributed`): rank r takes files[r::world] and writes its outputs into the shared
     temporary folder; rank 0 writes ``summary.json`` with every file's record once all ranks are
-    done, and renames the folder into place."""
+    done, and renames the folder into place. The ranks meet only in that final gather."""
     from fastsd import distributed as fdist
 
     if args.measured and args.task != "denoise":
@@ -867,8 +873,7 @@ def _cmd_reconstruct(args) -> int:
 
     t0 = time.perf_counter()
     ctx = fdist.init(dev.type)
-    folder = _ResultDir(Path(args.out), args.overwrite, create=ctx.is_main)
-    fdist.barrier(ctx)  # the temporary folder exists before any rank writes into it
+    folder = _ResultDir(Path(args.out), args.overwrite, fresh=not ctx.distributed)
     outs = _output_dirs(files, folder.final, True)
     tag = f"[rank {ctx.rank}/{ctx.world_size}] " if ctx.distributed else ""
     mine = fdist.shard(range(len(files)), ctx.rank, ctx.world_size)
@@ -878,6 +883,7 @@ def _cmd_reconstruct(args) -> int:
             path, out = files[i], outs[i]
             work = folder.tmp / out.name
             try:
+                shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
                 metrics = _reconstruct(args, args.task, path, work, dev, not args.quiet and ctx.is_main, denoiser)
             except KeyboardInterrupt:
@@ -901,6 +907,7 @@ def _cmd_reconstruct(args) -> int:
             gathered = [records + [_record(p, o, -1, "unknown") for p, o in zip(files, outs) if str(p) not in seen]]
         else:
             gathered = fdist.gather(records, ctx)  # waits for every rank
+            fdist.barrier(ctx)  # no rank tears the group down while another still receives
         if gathered is not None:
             every = sorted((r for rs in gathered for r in rs), key=lambda r: r["input"])
             n_ok = sum(r["status"] == "ok" for r in every)
@@ -908,7 +915,7 @@ def _cmd_reconstruct(args) -> int:
                        "backend": ctx.backend, "n_files": len(every), "n_failed": len(every) - n_ok,
                        "interrupted": interrupted, "wall_time_s": time.perf_counter() - t0, "files": every}
             (folder.tmp / "summary.json").write_text(_json(summary))
-            folder.commit()
+            folder.commit(keep={"summary.json"} | {Path(r["output"]).name for r in every if r["status"] == "ok"})
             done = f"{n_ok}/{len(every)} files reconstructed; summary in {folder.final / 'summary.json'}"
             if interrupted:
                 raise _Interrupted(f"interrupted: {done}")
