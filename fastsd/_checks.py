@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_tensor", "check_finite", "check_same_device", "check_shape"]
+__all__ = ["check_tensor", "check_finite", "check_same_device", "check_shape", "check_problem"]
 
 
 def check_tensor(
@@ -58,3 +58,34 @@ def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
         listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"tensors must be on the same device: {listing}")
     return next(iter(devices.values())) if devices else torch.device("cpu")
+
+
+def _precision(dtype: torch.dtype) -> int:
+    """Bits of one real component (complex64 -> 32)."""
+    return torch.finfo(dtype.to_real() if dtype.is_complex else dtype).bits
+
+
+def check_problem(y, op, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The measurement a solver works with, checked before any work.
+
+    ``op`` must be an operator (``forward`` and ``adjoint``); ``y`` a tensor with at least one
+    problem along dim 0. ``y`` is data: one that requires grad is detached (no gradient flows
+    back to it). A ``dtype`` wider than ``y``'s precision casts ``y`` up (complex ``y`` to the
+    matching complex type), so the solve runs and returns in that precision; an operator that
+    cannot compute in it is reported here, by name.
+    """
+    if op is None or not (hasattr(op, "forward") and hasattr(op, "adjoint")):
+        raise ValueError(f"op must be a fastsd operator (e.g. fastsd.ops.MRI), got {type(op).__name__}")
+    check_tensor("y", y)
+    if y.ndim == 0 or y.shape[0] == 0:
+        raise ValueError(f"y has shape {tuple(y.shape)}: dim 0 holds the problems and needs at least one")
+    y = y.detach()
+    if dtype is not None and (y.is_floating_point() or y.is_complex()) and _precision(dtype) > _precision(y.dtype):
+        wide = dtype.to_complex() if y.is_complex() else dtype
+        y = y.to(wide)
+        try:
+            op.check_measurement(y) if hasattr(op, "check_measurement") else None
+        except ValueError as e:
+            name = str(dtype).replace("torch.", "")
+            raise ValueError(f"dtype={name} is not supported by the {type(op).__name__} operator ({e})") from None
+    return y

@@ -4,7 +4,8 @@
   (``mpl-data/sample_data/s1045.ima.gz``, uint16 big-endian), as a complex image in the
   2-channel layout ``(1, 2, H, W)`` with magnitude in [0, 1].
 * :func:`natural_image` — scikit-image's bundled images (camera, astronaut, coffee, chelsea, ...).
-* :func:`load_image` (.npy / .png), :func:`load_fastmri` (fastMRI .h5 via h5py).
+* :func:`load_image` (.npy / .png, values mapped to [0, 1]), :func:`load_mri_image` (complex or
+  real, largest magnitude 1), :func:`load_fastmri` (fastMRI .h5 via h5py).
 
 Readers raise ``ValueError`` with the path and the problem for missing or malformed files.
 """
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mri_slice", "natural_image", "load_image", "load_fastmri", "resize", "NATURAL_IMAGES"]
+__all__ = ["mri_slice", "natural_image", "load_image", "load_mri_image", "load_fastmri", "resize", "NATURAL_IMAGES",
+           "ImageRangeWarning"]
 
 NATURAL_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "moon", "page", "text", "coins", "rocket", "horse")
 
@@ -94,28 +96,79 @@ def natural_image(name: str = "camera", size: int | tuple[int, int] | None = Non
     return x.to(device)
 
 
-def _array_to_image(a: np.ndarray, what: str, gray: bool = False) -> torch.Tensor:
-    """(H, W), (H, W, C) uint or float -> float32 (1, C, H, W); integer images scaled to [0, 1]."""
+class ImageRangeWarning(UserWarning):
+    """An input image's values were rescaled to [0, 1] (the warning says how)."""
+
+
+MIN_IMAGE_SIZE = 8
+
+
+def _unit_range(a: np.ndarray, what: str) -> np.ndarray:
+    """Intensities in [0, 1]: bool as 0/1; integers by their dtype's range (uint8 / 255, uint16 /
+    65535, ...); the wide integer types that NumPy gives by default (int32/int64/uint32/uint64) by
+    the 8- or 16-bit range their values fit, with a warning; floats in [0, 1] as they are, floats in
+    [0, 255] with maximum > 2 as 8-bit intensities (/ 255), any other floats min-max rescaled; every
+    rescale of a float or wide integer image is announced by an :class:`ImageRangeWarning`."""
+    import warnings
+
+    if a.dtype == bool:
+        return a.astype(np.float32)
+    lo, hi = a.min(), a.max()
+    if np.issubdtype(a.dtype, np.integer):
+        if lo < 0:
+            raise ValueError(f"{what}: {a.dtype} image with negative values (min {lo}); integer images hold "
+                             f"intensities >= 0 (save signed data as float)")
+        if a.dtype.itemsize <= 2:
+            return (a / np.float32(np.iinfo(a.dtype).max)).astype(np.float32)
+        for bits in (8, 16):
+            top = 2**bits - 1
+            if hi <= top:
+                warnings.warn(f"{what}: {a.dtype} values up to {hi} taken as {bits}-bit intensities (divided by {top})",
+                              ImageRangeWarning, stacklevel=3)
+                return (a / np.float64(top)).astype(np.float32)
+        raise ValueError(f"{what}: {a.dtype} values up to {hi} exceed the 16-bit range; save the image as uint8 "
+                         f"or uint16, or as float in [0, 1]")
+    a = a.astype(np.float32)
+    if lo >= 0 and hi <= 1:
+        return a
+    if lo >= 0 and 2 < hi <= 255:
+        warnings.warn(f"{what}: float values in [{lo:.4g}, {hi:.4g}] taken as 8-bit intensities (divided by 255)",
+                      ImageRangeWarning, stacklevel=3)
+        return a / np.float32(255)
+    if hi == lo:
+        raise ValueError(f"{what}: constant image (every value {lo:.4g}) outside [0, 1]; nothing to rescale")
+    warnings.warn(f"{what}: float values in [{lo:.4g}, {hi:.4g}] rescaled to [0, 1] (min-max)",
+                  ImageRangeWarning, stacklevel=3)
+    return ((a - lo) / (hi - lo)).astype(np.float32)
+
+
+def _array_to_image(a: np.ndarray, what: str, gray: bool = False, unit_range: bool = True) -> torch.Tensor:
+    """(H, W), (H, W, C) or (C, H, W) with C = 1..4 -> float32 (1, C', H, W), C' = 1 or 3.
+
+    Two channels are grey + alpha and four RGB + alpha: the alpha channel is dropped. With
+    ``unit_range`` the values are mapped to [0, 1] (:func:`_unit_range`); without, they are only
+    converted to float32 (the caller normalises, e.g. MRI images by their largest magnitude)."""
     if np.iscomplexobj(a):
         raise ValueError(f"{what}: expected a real image, got complex data")
-    if np.issubdtype(a.dtype, np.integer):
-        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
-    elif np.issubdtype(a.dtype, np.floating) or a.dtype == bool:
-        a = a.astype(np.float32)
-    else:
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating) or a.dtype == bool):
         raise ValueError(f"{what}: unsupported dtype {a.dtype}")
     if a.ndim == 2:
         a = a[None]
-    elif a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] not in (1, 2, 3):
+    elif a.ndim == 3 and a.shape[-1] <= 4 and a.shape[0] > 4:
         a = np.moveaxis(a, -1, 0)
-    elif a.ndim != 3:
-        raise ValueError(f"{what}: expected an image of shape (H, W), (H, W, C) or (C, H, W), got {a.shape}")
-    if a.shape[0] == 4:  # drop alpha
-        a = a[:3]
+    elif a.ndim != 3 or not 1 <= a.shape[0] <= 4:
+        raise ValueError(f"{what}: expected an image of shape (H, W), (H, W, C) or (C, H, W) with 1 to 4 "
+                         f"channels, got {a.shape}")
+    if min(a.shape[-2:]) < MIN_IMAGE_SIZE:
+        raise ValueError(f"{what}: image of {a.shape[-2]}x{a.shape[-1]} pixels; at least "
+                         f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} needed")
+    if a.shape[0] in (2, 4):  # drop alpha
+        a = a[:-1]
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise ValueError(f"{what}: contains non-finite values")
+    a = _unit_range(a, what) if unit_range else a.astype(np.float32)
     if gray and a.shape[0] == 3:
         a = (0.2125 * a[0] + 0.7154 * a[1] + 0.0721 * a[2])[None]
-    if not np.isfinite(a).all():
-        raise ValueError(f"{what}: contains non-finite values")
     return torch.from_numpy(np.ascontiguousarray(a))[None]
 
 
@@ -145,9 +198,33 @@ def load_array(path) -> np.ndarray:
 
 
 def load_image(path, size: int | tuple[int, int] | None = None, gray: bool = False) -> torch.Tensor:
-    """A real image from .npy or .png as float32 ``(1, C, H, W)`` (integer data scaled to [0, 1])."""
+    """A real image from .npy or .png as float32 ``(1, C, H, W)`` in [0, 1], C = 1 or 3 (see
+    :func:`_unit_range` for how integer and out-of-range float data are mapped)."""
     x = _array_to_image(load_array(path), str(path), gray)
     return resize(x, size) if size is not None else x
+
+
+def load_mri_image(path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """An MRI image from .npy (complex or real) or .png as float32 ``(1, 2, H, W)`` (re, im) with
+    largest magnitude 1; colour images are turned grey."""
+    a = load_array(path)
+    if np.iscomplexobj(a):
+        if a.ndim != 2 or min(a.shape) < MIN_IMAGE_SIZE:
+            raise ValueError(f"{path}: a complex image must be one (H, W) array of at least "
+                             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{path}: contains non-finite values")
+        t = torch.from_numpy(a.astype(np.complex64))
+        x = torch.stack([t.real, t.imag])[None]
+    else:
+        img = _array_to_image(a, str(path), gray=True, unit_range=False)
+        x = torch.cat([img, torch.zeros_like(img)], dim=1)
+    if size is not None:
+        x = resize(x, size)
+    peak = float(x.norm(dim=1).max())
+    if not peak > 0:
+        raise ValueError(f"{path}: the image is all zeros")
+    return x / peak
 
 
 def load_fastmri(path, slice_index: int | None = None) -> dict:

@@ -296,7 +296,8 @@ def test_train_denoiser_bad_options_exit_2(tmp_path, capsys):
     for argv, match in ((["--steps", "0"], "--steps must be a positive integer"),
                         (["--depth", "1"], "depth >= 2"),
                         (["--channels", "2"], "invalid choice"),
-                        (["--patch", "4000"], "smaller than the patch size")):
+                        (["--patch", "600", "--batch-size", "1"], "smaller than the patch size"),
+                        (["--batch-size", "10000000"], "--batch-size 10000000 with --patch 48 and --width 32 needs about")):
         code = _exit_code(["train-denoiser", "--out", str(tmp_path / "d.pt")] + argv)
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and match in err, (argv, err)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsd._checks import check_finite, check_tensor
+from fastsd._checks import check_finite, check_problem
 from fastsd.graphs.step_graph import StepGraph
 
 __all__ = [
@@ -79,9 +79,9 @@ class Problem:
     """
 
     def __init__(self, y, op, *, device=None, dtype=None, seed: int = 0):
-        if not isinstance(op, nn.Module) or not hasattr(op, "adjoint"):
+        y = check_problem(y, op, dtype)
+        if not isinstance(op, nn.Module):
             raise ValueError(f"op must be a fastsd LinearOperator, got {type(op).__name__}")
-        check_tensor("y", y)
         self.device = torch.device(device) if device is not None else y.device
         op = op.to(self.device)
         y = op.check_measurement(y.to(self.device))

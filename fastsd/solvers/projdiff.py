@@ -17,6 +17,11 @@ noise level ``s`` (``A u = y`` holds for it), and each step works at whichever l
 
 ``s`` is the noise of ``y`` expressed in image space (``sigma_obs``, by default ``noise_level``,
 exact for operators with orthonormal rows such as masks and masked orthonormal FFTs).
+
+Spread: the samples are narrower than the posterior. Use their mean as the estimate, not their
+spread as its uncertainty: on the 16-dimensional Gaussian-prior problem of
+``tests/test_solvers_posterior.py`` (1000 steps, 256 samples) the trace of the sample covariance
+is about half the exact posterior's (0.66 vs 1.30 with noise 0.05, 0.64 vs 1.27 noise-free).
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastsd._checks import check_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
 from fastsd.nets.fused import fuse_bn_relu
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
@@ -259,8 +260,7 @@ class SelfDiffusion:
         """Build everything a solve runs (networks, scaled measurements, Adam, the inner step and its
         :class:`StepGraph`) and set the first noise level, without running a step. ``solve`` runs
         the levels on it; benchmarks time ``run.runner.run(1)`` on the very same step."""
-        if not isinstance(y, torch.Tensor):
-            raise ValueError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        y = check_problem(y, op, self.dtype)  # validation shared with every solver (fastsd._checks)
         cfg = self.config(op)
         dev = torch.device(self.device) if self.device is not None else y.device
         if dev.type == "cuda" and dev.index is None:
