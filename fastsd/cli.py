@@ -244,7 +244,7 @@ def _check_method_options(args) -> None:
             raise _UsageError("--iterations does not apply to --method sdi (it runs T x K steps: use --T and --K)")
     else:
         given = {"--T": args.T is not None, "--K": args.K is not None, "--small/--full": args.small is not None,
-                 "--resample-noise": args.resample_noise}
+                 "--resample-noise": args.resample_noise, "--precision": args.precision != "fp32"}
         for flag, used in given.items():
             if used:
                 raise _UsageError(f"{flag} applies to --method sdi only, not to --method {method}")
@@ -460,7 +460,7 @@ def _display(x: torch.Tensor, task: _Task) -> np.ndarray:
 def _solver_kwargs(args, preset: str, device: torch.device) -> dict:
     small = args.small if args.small is not None else device.type == "cpu"
     kw = dict(preset=preset, small=small, seed=args.seed, device=device,
-              resample_noise=args.resample_noise)
+              resample_noise=args.resample_noise, precision=args.precision)
     for name in ("T", "K", "lr"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
@@ -1004,6 +1004,9 @@ def _add_solver_options(p: argparse.ArgumentParser, T=None, K=None, lr=None, met
     net.add_argument("--full", dest="small", action="store_false",
                      help="sdi: the paper's 88 M-parameter U-Net; the default on CUDA")
     g.add_argument("--resample-noise", action="store_true", help="sdi: fresh noise at every inner step (paper)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="sdi: network arithmetic; bf16 = autocast with float32 weights, loss and operator "
+                        "(default: fp32)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default="fastsd-out", help="output folder (default: ./fastsd-out)")

@@ -28,6 +28,13 @@ def test_demo_shortened(tmp_path):
     assert rec.shape == (48, 48) and np.iscomplexobj(rec)
 
 
+def test_demo_precision_reaches_the_solver(tmp_path):
+    out = tmp_path / "bf16"
+    assert main(["demo", "--size", "48", "--acs", "6", "--precision", "bf16", "--out", str(out)] + FAST) == 0
+    m = _metrics(out)
+    assert m["config"]["precision"] == "bf16" and np.isfinite(m["sdi"]["psnr"])
+
+
 def test_reconstruct_mri_from_png_and_npy(tmp_path):
     import matplotlib.pyplot as plt
 
@@ -264,6 +271,8 @@ def test_reconstruct_projdiff_denoise_gets_noise_level_and_dir_summary(tmp_path,
     (["--iterations", "5"], "--iterations does not apply to --method sdi"),
     (["--method", "dps", "--lr", "0.1", "--denoiser", "{d}/junk.pt"], "--lr does not apply to --method dps"),
     (["--method", "dip", "--iterations", "0"], "--iterations must be a positive integer"),
+    (["--method", "dip", "--precision", "bf16"], "--precision applies to --method sdi only"),
+    (["--precision", "fp16"], "invalid choice"),
 ])
 def test_method_option_errors_exit_2(tmp_path, capsys, argv, match):
     _gray_npy(tmp_path / "g.npy")
