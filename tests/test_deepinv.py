@@ -65,14 +65,20 @@ def _case(name):
     if name == "sr_bicubic2":  # deepinv's own named filter: an independent check of the filter mapping
         ref = dinv.physics.Downsampling(IMG, filter="bicubic", factor=2, padding="circular")
         return fi.Downsampling(IMG, filter="bicubic", factor=2), ref, (2,) + IMG
-    if name in ("sr_avg4", "sr_bicubic4"):
+    if name in ("sr_avg4", "sr_bicubic4"):  # fastsd's named filters, as tensors for deepinv
         filt = name[3:-1]
         ref = dinv.physics.Downsampling(IMG, filter=fi.deepinv_downsampling_filter(filt, 4), factor=4, padding="circular")
-        return fi.Downsampling(IMG, filter=filt, factor=4), ref, (2,) + IMG
+        ours = fi.Downsampling(IMG, filter="avg" if filt == "avg" else fi.deepinv_downsampling_filter(filt, 4), factor=4)
+        return ours, ref, (2,) + IMG
+    if name in ("sr_bilinear4", "sr_gaussian2", "sr_sinc2"):  # deepinv's named filters: any filter is fused
+        filt, f = name[3:-1], int(name[-1])
+        ref = dinv.physics.Downsampling(IMG, filter=filt, factor=f, padding="circular")
+        return fi.Downsampling(IMG, filter=filt, factor=f), ref, (2,) + IMG
     raise KeyError(name)
 
 
-CASES = ["mri", "mri_per_problem_mask", "multicoil", "inpainting", "blur", "sr_bicubic2", "sr_avg4", "sr_bicubic4"]
+CASES = ["mri", "mri_per_problem_mask", "multicoil", "inpainting", "blur", "sr_bicubic2", "sr_avg4", "sr_bicubic4",
+         "sr_bilinear4", "sr_gaussian2", "sr_sinc2"]
 MRI_CASES = ("mri", "mri_per_problem_mask", "multicoil")
 
 
@@ -151,36 +157,45 @@ def test_adjointness_and_torch_func_vjp(name):
 
 
 def _tiny_float64(name):
-    """The image operators on one-channel 8x8 float64 images (finite differences stay cheap)."""
-    img = (1, 8, 8)
+    """The image operators on one-channel 8x8 float64 images (finite differences stay cheap;
+    16x16 for fastsd's 19-tap bicubic filter, too large for deepinv's circular padding at 8x8)."""
+    img = (1, 16, 16) if name == "sr_bicubic4" else (1, 8, 8)
     if name == "inpainting":
         return fi.Inpainting(img, mask=(torch.rand(img, generator=_gen(2)) > 0.5).double())
     if name == "blur":
         return fi.BlurFFT(img, filter=_blur_filter().double())
-    filt, factor = ("bicubic" if "bicubic" in name else "avg"), int(name[-1])
-    return fi.Downsampling(img, filter=filt, factor=factor, dtype=torch.float64)
+    if name in ("sr_avg4", "sr_bicubic4"):
+        return fi.Downsampling(img, filter=fi.deepinv_downsampling_filter(name[3:-1], 4, torch.float64), factor=4)
+    filt = dinv.physics.Downsampling(img, filter=name[3:-1], factor=int(name[-1])).filter
+    return fi.Downsampling(img, filter=filt.double(), factor=int(name[-1]))
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_gradcheck_functions(name):
-    """gradcheck of A, A_adjoint, A_adjoint_A and prox_l2 (in z and y) in float64. The MRI ops
-    compute in float32, so their finite differences take a larger step and tolerance (the maps
-    are linear, so the step adds no truncation error)."""
+    """gradcheck of the fused autograd Functions behind A, A_adjoint, A_adjoint_A and prox_l2 (in
+    z and y) in float64. The MRI ops compute in float32 (float64 MRI data takes deepinv's path,
+    so the Functions are called directly), so their finite differences take a larger step and
+    tolerance (the maps are linear, so the step adds no truncation error)."""
     mri = name in MRI_CASES
     if mri:
         ours, _, shape = _case(name)
         kw = dict(eps=1e-2, atol=1e-4, rtol=1e-3)
     else:
-        ours, shape, kw = _tiny_float64(name), (1, 1, 8, 8), {}
+        ours, kw = _tiny_float64(name), {}
+        shape = (1, 1, 16, 16) if name == "sr_bicubic4" else (1, 1, 8, 8)
+    op = ours.fastsd_op
     x = _x(shape, 9, torch.float64).requires_grad_()
-    y = ours.A(x.detach()).detach().normal_(generator=_gen(10)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: ours.A(t), (x,), **kw)
-    assert torch.autograd.gradcheck(lambda t: ours.A_adjoint(t), (y,), **kw)
-    assert torch.autograd.gradcheck(lambda t: ours.A_adjoint_A(t), (x,), **kw)
+    y = ours.A(x.detach().float()).double().normal_(generator=_gen(10)).requires_grad_()
+    if not mri:  # the float64 image operators run fused
+        ours.A(x)
+        assert ours.fastsd_path == "fastsd"
+    assert torch.autograd.gradcheck(lambda t: fi._Forward.apply(t, ours, op), (x,), **kw)
+    assert torch.autograd.gradcheck(lambda t: fi._Adjoint.apply(t, ours, op), (y,), **kw)
+    assert torch.autograd.gradcheck(lambda t: fi._Normal.apply(t, ours, op), (x,), **kw)
     if name != "multicoil":  # the CG prox is checked against dense matrices instead
-        assert torch.autograd.gradcheck(lambda z, t: ours.prox_l2(z, t, 0.6), (x, y), **kw)
+        assert torch.autograd.gradcheck(lambda z, t: fi._Prox.apply(z, t, 0.6, ours, op), (x, y), **kw)
     if not mri:  # backward runs the adjoint Function, itself differentiable
-        assert torch.autograd.gradgradcheck(lambda t: ours.A(t), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: fi._Forward.apply(t, ours, op), (x,))
 
 
 def test_prox_backward_multicoil_matches_dense():
@@ -222,19 +237,23 @@ def _tensor_attributes(module):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_to_device(name, device):
+def test_state_is_deepinvs_and_follows_to_device(name, device):
     ours, ref, shape = _case(name)
     assert _tensor_attributes(ours) == []
-    moved = _case(name)[0].to("meta")  # every buffer, deepinv's and fastsd's, follows .to()
-    assert all(b.device.type == "meta" for b in moved.buffers())
-    assert {n for n, _ in moved.named_buffers()} >= {"fastsd_op." + n for n, _ in ours.fastsd_op.named_buffers()}
+    # deepinv's buffers are the only state: the same state_dict, loadable both ways
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ref.load_state_dict(ours.state_dict())
     x = _x(shape, 14)
     want = ours.A(x)
+    assert ours.fastsd_path == "fastsd" and ours.fallback_reason is None
     ours = ours.to(device)
     got = ours.A(x.to(device))
-    assert got.device.type == device.type
+    assert ours.fastsd_path == "fastsd" and got.device.type == device.type
+    assert next(iter(ours.fastsd_op.buffers())).device.type == device.type  # rebuilt after the move
     assert rel_err(got, want) < 1e-5
     assert rel_err(ours.A_adjoint(got), ref.A_adjoint(want)) < 1e-5
+    clone = ours.clone()  # deepinv's deep copy
+    assert rel_err(clone.A(x.to(device)), want) < 1e-5
 
 
 @pytest.mark.gpu
@@ -258,6 +277,8 @@ def test_parameter_updates_follow_deepinv():
     assert torch.equal(ours.fastsd_op.mask, new)
     ours.update(mask=_mri_mask(2))
     assert rel_err(ours.A(x), dinv.physics.MRI(mask=_mri_mask(2)).A(x)) < 1e-6
+    ours.mask[..., 0] = 0  # in place: the fused operator follows deepinv's buffer
+    assert rel_err(ours.A(x), dinv.physics.MRI(mask=ours.mask.clone()).A(x)) < 1e-6
 
     s2 = _smaps(4, seed=5)
     ours = fi.MultiCoilMRI(mask=_mri_mask(), coil_maps=_smaps())
@@ -276,30 +297,77 @@ def test_parameter_updates_follow_deepinv():
     assert rel_err(ours.A(xi), dinv.physics.BlurFFT(IMG, filter=f2).A(xi)) < 1e-5
 
     ours = fi.Downsampling(IMG, filter="avg", factor=2)
-    ours.update(factor=4)
+    ours.update(filter="avg", factor=4)
     ref = dinv.physics.Downsampling(IMG, filter=fi.deepinv_downsampling_filter("avg", 4), factor=4, padding="circular")
     assert rel_err(ours.A(xi), ref.A(xi)) < 1e-5 and ours.A(xi).shape[-1] == 4
+    ours.update(filter="bilinear", factor=2)  # deepinv's names, as deepinv
+    ref.update(filter="bilinear", factor=2)
+    assert rel_err(ours.A(xi), ref.A(xi)) < 1e-5 and ours.fastsd_path == "fastsd"
+
+
+def _fallbacks():
+    """(fastsd physics, deepinv physics, image shape, reason fragment): configurations without a
+    fused fastsd operator, which must run deepinv's own code."""
+    m2 = torch.stack([_mri_mask(2), _mri_mask(3)])[None]  # differs between re and im
+    m3d = (torch.rand(1, 2, 3, H, W, generator=_gen(1)) > 0.5).float()
+    soft = 0.5 * _mri_mask()
+    per_channel = torch.rand(1, 3, 3, 3, generator=_gen(0))
+    return [
+        (fi.MRI(mask=m2), dinv.physics.MRI(mask=m2), (2, 2, H, W), "real and imaginary"),
+        (fi.MRI(mask=soft), dinv.physics.MRI(mask=soft), (2, 2, H, W), "binary"),
+        (fi.MRI(mask=m3d, three_d=True), dinv.physics.MRI(mask=m3d, three_d=True), (2, 2, 3, H, W), "three_d"),
+        (fi.MultiCoilMRI(mask=m3d, coil_maps=torch.ones(1, 2, 3, H, W, dtype=torch.complex64), three_d=True),
+         dinv.physics.MultiCoilMRI(mask=m3d, coil_maps=torch.ones(1, 2, 3, H, W, dtype=torch.complex64), three_d=True),
+         (2, 2, 3, H, W), "three_d"),
+        (fi.BlurFFT(IMG, filter=per_channel), dinv.physics.BlurFFT(IMG, filter=per_channel), (2,) + IMG, "per channel"),
+        (fi.Downsampling(IMG, filter="bicubic", factor=2, padding="reflect"),
+         dinv.physics.Downsampling(IMG, filter="bicubic", factor=2, padding="reflect"), (2,) + IMG, "padding"),
+    ]
+
+
+def test_fallback_to_deepinv():
+    for ours, ref, shape, why in _fallbacks():
+        x = _x(shape, 21)
+        got = ours.A(x)
+        assert ours.fastsd_path == "deepinv" and why in ours.fallback_reason, (type(ours).__name__, ours.fallback_reason)
+        y = ref.A(x)
+        assert torch.equal(got, y)
+        assert torch.equal(ours.A_adjoint(y), ref.A_adjoint(y))
+        assert rel_err(ours.prox_l2(x, y, 0.4), ref.prox_l2(x, y, 0.4)) < 1e-6
+        with pytest.raises(ValueError, match="no fused fastsd operator"):
+            _ = ours.fastsd_op
+    # float64 MRI data: deepinv's exact complex128 path rather than fastsd's float32 kernels
+    ours, ref, shape = _case("mri")
+    x = _x(shape, 22, torch.float64)
+    assert torch.equal(ours.A(x), ref.A(x)) and ours.fastsd_path == "deepinv"
+    assert ours.A(x.float()) is not None and ours.fastsd_path == "fastsd"
+
+
+@pytest.mark.parametrize("param", ["mri_mask", "coil_maps", "inpainting_mask", "blur_filter", "sr_filter"])
+def test_gradients_reach_parameters(param):
+    """A parameter that requires grad takes deepinv's differentiable path: the gradient equals
+    deepinv's, and with grad disabled the same physics runs fused again."""
+    name = {"mri_mask": "mri", "coil_maps": "multicoil", "inpainting_mask": "inpainting", "blur_filter": "blur",
+            "sr_filter": "sr_bilinear4"}[param]
+    attr = "coil_maps" if param == "coil_maps" else param.split("_")[-1]
+    ours, ref, shape = _case(name)
+    x = _x(shape, 23)
+    grads = []
+    for phys in (ours, ref):
+        p = getattr(phys, attr).detach().clone().requires_grad_()
+        out = phys.A(x, **{attr: p})
+        grads.append(torch.autograd.grad(out.square().sum(), p)[0])
+    assert ours.fastsd_path == "deepinv" and "requires grad" in ours.fallback_reason
+    assert grads[0].abs().sum() > 0 and rel_err(grads[0], grads[1]) < 1e-6
+    with torch.no_grad():
+        ours.A(x)
+    assert ours.fastsd_path == "fastsd"
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="three_d"):
-        fi.MRI(mask=_mri_mask(), three_d=True)
-    with pytest.raises(ValueError, match="real and imaginary"):
-        fi.MRI(mask=torch.stack([_mri_mask(2), _mri_mask(3)])[None])
-    with pytest.raises(ValueError, match="only 0 and 1"):
-        fi.MRI(mask=0.5 * _mri_mask())
-    with pytest.raises(ValueError, match="circular"):
-        fi.Downsampling(IMG, filter="bicubic", factor=2, padding="reflect")
-    with pytest.raises(ValueError, match="filter must be one of"):
-        fi.Downsampling(IMG, filter="gaussian", factor=2)
-    with pytest.raises(ValueError, match="not a tensor"):
-        fi.Downsampling(IMG, filter="avg", factor=2).update(filter=torch.ones(1, 1, 2, 2) / 4)
-    with pytest.raises(ValueError, match="different kernels"):
-        fi.BlurFFT((2, 16, 16), filter=torch.rand(1, 2, 3, 3, generator=_gen(0)))
-    with pytest.raises(ValueError, match="filter is required"):
-        fi.BlurFFT(IMG)
-    with pytest.raises(ValueError, match="mask is required"):
-        fi.Inpainting(IMG)
+    ours, _, shape = _case("mri")
+    with pytest.raises(ValueError, match="one value per problem"):
+        ours.prox_l2(_x(shape), ours.A(_x(shape)), torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="linear physics"):
         fi.to_fastsd(dinv.physics.Physics(A=lambda x: x**2), torch.zeros(1))
 
@@ -366,3 +434,52 @@ def test_fastsd_imports_without_deepinv():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# -- a deepinv evaluation loop --------------------------------------------------------------
+
+
+class _Recording(fi.SDIReconstructor):
+    """SDIReconstructor that keeps what deepinv's loop gave it (batches, masks) and returned."""
+
+    def forward(self, y, physics, **kwargs):
+        out = super().forward(y, physics, **kwargs)
+        self.calls.append((y.detach().clone(), physics.mask.detach().clone(), out.detach().clone()))
+        return out
+
+
+@pytest.mark.parametrize("method, options", [("sdi", SDI), ("dip", dict(iterations=3, depth=3, width=8, seed=0))])
+def test_deepinv_evaluation_loop(method, options):
+    """``deepinv.test`` (deepinv's own evaluation loop) over a small dataset in batches of 2, with
+    a fresh random mask per batch from deepinv's generator: every batch is solved by
+    ``fastsd.solve(..., method)`` on the fused operator, as a direct call gives."""
+    n, batch = 32, 2
+    x = torch.stack([_x((2, n, n), 30 + i) for i in range(4)])
+    loader = torch.utils.data.DataLoader(list(x), batch_size=batch)  # a dataset of images x
+    gen = dinv.physics.generator.RandomMaskGenerator((n, n), acceleration=2, center_fraction=0.25, rng=_gen(0))
+    physics = fi.MRI(img_size=(2, n, n))
+    model = _Recording(method=method, **options)
+    model.calls = []
+    metrics = dinv.test(model, loader, physics, metrics=dinv.metric.PSNR(), online_measurements=True,
+                        physics_generator=gen, verbose=False, show_progress_bar=False)
+    assert "PSNR" in metrics and torch.isfinite(torch.tensor(metrics["PSNR"]))
+    assert len(model.calls) == 2 and physics.fastsd_path == "fastsd"
+    masks = [m for _, m, _ in model.calls]
+    assert all(m.shape[0] == batch for m in masks) and not torch.equal(masks[0], masks[1])
+    for y, mask, got in model.calls:
+        assert got.shape == (batch, 2, n, n)
+        op = FsMRI(mask[:, 0])  # per-problem masks
+        want = solve(torch.view_as_complex(y.movedim(1, -1).contiguous())[:, None], op, method, **options).x
+        assert torch.allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_spectral_gamma_takes_deepinvs_path():
+    """deepinv's Wiener filter passes a per-frequency gamma (1, 1, H, W // 2 + 1) to BlurFFT.prox_l2."""
+    ours, ref, shape = _case("blur")
+    x = _x(shape, 24)
+    y = ref.A(x)
+    gamma = torch.rand(1, 1, IMG[1], IMG[2] // 2 + 1, generator=_gen(25)) + 0.1
+    got = ours.prox_l2(None, y, gamma)  # deepinv: no z term (a full z would not broadcast)
+    assert ours.fastsd_path == "deepinv" and "gamma of shape" in ours.fallback_reason
+    assert rel_err(got, ref.prox_l2(None, y, gamma)) < 1e-5  # its inner A_adjoint runs fused
+    assert rel_err(ours.prox_l2(x, y, 0.5), ref.prox_l2(x, y, 0.5)) < 1e-5 and ours.fastsd_path == "fastsd"

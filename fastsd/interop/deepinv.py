@@ -9,27 +9,34 @@
     x_hat = SDIReconstructor(T=40, K=50)(y, physics)       # self-diffusion via fastsd.solve
 
 :class:`MRI`, :class:`MultiCoilMRI`, :class:`Inpainting`, :class:`BlurFFT` and
-:class:`Downsampling` subclass the deepinv physics of the same name, take the same constructor
-arguments (restricted to what fastsd's operator supports) and keep deepinv's tensor layouts, but
-run ``A``, ``A_adjoint``, ``A_adjoint_A``, ``prox_l2`` and ``A_dagger`` on the matching fastsd
-operator (``physics.fastsd_op``: fused Triton kernels on CUDA). ``A``, ``A_adjoint``,
-``A_adjoint_A`` and ``prox_l2`` are autograd Functions in ``setup_context`` style, so
-``torch.func`` transforms (deepinv computes vector-Jacobian products with ``torch.func.vjp``)
-work, and each backward is one application of the adjoint Function (again differentiable).
-``A_dagger`` is differentiable through the fastsd ops it is built from.
+:class:`Downsampling` subclass the deepinv physics of the same name and are drop-in
+replacements: same constructor arguments, layouts, parameters (``update``,
+``update_parameters``, per-call keyword arguments) and results. Where fastsd has a fused operator
+for the current configuration, ``A``, ``A_adjoint``, ``A_adjoint_A``, ``prox_l2`` and
+``A_dagger`` run on it (``physics.fastsd_op``: fused Triton kernels on CUDA); everywhere else
+(3D MRI, per-channel masks or filters, non-circular padding, a parameter that requires grad,
+float64 MRI data, ...) the deepinv parent class's own code runs. ``physics.fastsd_path``
+(``'fastsd'`` or ``'deepinv'``) and ``physics.fallback_reason`` tell which path the last call
+took, and the ``fastsd.interop.deepinv`` logger records each change at DEBUG level.
+
+On the fused path ``A``, ``A_adjoint``, ``A_adjoint_A`` and ``prox_l2`` are autograd Functions in
+``setup_context`` style, so ``torch.func`` transforms (deepinv computes vector-Jacobian products
+with ``torch.func.vjp``) work, and each backward is one application of the adjoint Function
+(again differentiable). ``A_dagger`` is differentiable through the fastsd ops it is built from.
 
 Layouts (deepinv's): real images (B, C, H, W); complex MRI images (B, 2, H, W) (re, im);
 single-coil k-space (B, 2, H, W); multi-coil k-space (B, 2, N, H, W). fastsd's MRI kernels
-compute in float32 / complex64: other floating inputs are cast and results cast back.
+compute in float32 / complex64 (float16 / bfloat16 images are cast and results cast back).
 
-The deepinv buffers (``mask``, ``coil_maps``, ``filter``, ...) stay in place and are kept in sync
-with the fastsd operator when updated through ``update_parameters`` / ``update`` or the
-per-call keyword arguments, so deepinv code that reads them (noise models, ``__mul__``) still
-works; all of them follow ``.to(device)``.
+deepinv's buffers (``mask``, ``coil_maps``, ``filter``, ...) are the only state: the fused
+operator is derived from them and rebuilt whenever one is replaced, changed in place or moved,
+so ``state_dict``, ``clone()`` and ``.to(device)`` behave as in deepinv.
 
 Needs deepinv (``pip install 'fastsd[deepinv]'``); nothing else in fastsd imports this module.
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -64,78 +71,81 @@ __all__ = [
 ]
 
 _MRI_IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_log = logging.getLogger(__name__)
 
 
 # -- autograd Functions ---------------------------------------------------------------------
-# ``physics`` is a non-tensor argument; each method ``_fs_*`` works on plain tensors in deepinv's
-# layout. The backward of A is A^H and vice versa; A^H A and the prox map are self-adjoint.
+# ``physics`` and the fused fastsd ``op`` are non-tensor arguments; each method ``_fs_*`` works on
+# plain tensors in deepinv's layout. The backward of A is A^H and vice versa; A^H A and the prox
+# map are self-adjoint.
 
 
 class _Forward(torch.autograd.Function):
     @staticmethod
-    def forward(x, physics):
-        return physics._fs_A(x)
+    def forward(x, physics, op):
+        return physics._fs_A(op, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.physics, ctx.dtype = inputs[1], inputs[0].dtype
+        ctx.physics, ctx.op, ctx.dtype = inputs[1], inputs[2], inputs[0].dtype
 
     @staticmethod
     def backward(ctx, g):
-        return _Adjoint.apply(g, ctx.physics).to(ctx.dtype), None
+        return _Adjoint.apply(g, ctx.physics, ctx.op).to(ctx.dtype), None, None
 
 
 class _Adjoint(torch.autograd.Function):
     @staticmethod
-    def forward(y, physics):
-        return physics._fs_AH(y)
+    def forward(y, physics, op):
+        return physics._fs_AH(op, y)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.physics, ctx.dtype = inputs[1], inputs[0].dtype
+        ctx.physics, ctx.op, ctx.dtype = inputs[1], inputs[2], inputs[0].dtype
 
     @staticmethod
     def backward(ctx, g):
-        return _Forward.apply(g, ctx.physics).to(ctx.dtype), None
+        return _Forward.apply(g, ctx.physics, ctx.op).to(ctx.dtype), None, None
 
 
 class _Normal(torch.autograd.Function):
     @staticmethod
-    def forward(x, physics):
-        return physics._fs_AHA(x)
+    def forward(x, physics, op):
+        return physics._fs_AHA(op, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.physics, ctx.dtype = inputs[1], inputs[0].dtype
+        ctx.physics, ctx.op, ctx.dtype = inputs[1], inputs[2], inputs[0].dtype
 
     @staticmethod
     def backward(ctx, g):
-        return _Normal.apply(g, ctx.physics).to(ctx.dtype), None
+        return _Normal.apply(g, ctx.physics, ctx.op).to(ctx.dtype), None, None
 
 
 class _Prox(torch.autograd.Function):
     """x = P (z + γ A^H y) with P = (I + γ A^H A)^{-1}: dx/dz = P, dx/dy = γ P A^H (P self-adjoint)."""
 
     @staticmethod
-    def forward(z, y, gamma, physics):
-        return physics._fs_prox(z, y, gamma)
+    def forward(z, y, gamma, physics, op):
+        return physics._fs_prox(op, z, y, gamma)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        z, y, gamma, physics = inputs
-        ctx.physics, ctx.gamma, ctx.z_dtype = physics, gamma, z.dtype
+        z, y, gamma, physics, op = inputs
+        ctx.physics, ctx.op, ctx.gamma, ctx.z_dtype = physics, op, gamma, z.dtype
         ctx.y_meta = (y.shape, y.dtype, y.device)
 
     @staticmethod
     def backward(ctx, g):
         shape, y_dtype, y_device = ctx.y_meta
-        pg = _Prox.apply(g, torch.zeros(shape, dtype=y_dtype, device=y_device), ctx.gamma, ctx.physics)
+        zeros = torch.zeros(shape, dtype=y_dtype, device=y_device)
+        pg = _Prox.apply(g, zeros, ctx.gamma, ctx.physics, ctx.op)
         gz = pg.to(ctx.z_dtype) if ctx.needs_input_grad[0] else None
         gy = None
         if ctx.needs_input_grad[1]:
-            a = _Forward.apply(pg, ctx.physics)
+            a = _Forward.apply(pg, ctx.physics, ctx.op)
             gy = (_bcast(ctx.gamma, a) * a).to(y_dtype)
-        return gz, gy, None, None
+        return gz, gy, None, None, None
 
 
 def _bcast(gamma, like: torch.Tensor):
@@ -160,12 +170,44 @@ def _gamma(gamma, batch: int):
 # -- shared implementation ------------------------------------------------------------------
 
 
-class _Fused:
-    """Mixin placed before a deepinv physics class: routes its linear-algebra methods to
-    ``self.fastsd_op``. Subclasses set ``fastsd_op`` and, where layouts differ, the
-    ``_x_in`` / ``_x_out`` / ``_y_in`` / ``_y_out`` conversions (identity here)."""
+def _identity(v):
+    """What the fused op is built from, compared by identity and in-place version for tensors."""
+    if isinstance(v, torch.Tensor):
+        return ("tensor", id(v), v._version, v.device, v.dtype, tuple(v.shape))
+    return tuple(v) if isinstance(v, list) else v
 
-    _PARAMS: tuple[str, ...] = ()  # per-call keyword arguments that update the operator
+
+class _Fused:
+    """Mixin placed before a deepinv physics class: runs its linear algebra on a fused fastsd
+    operator where fastsd has one for the current configuration, and on the deepinv parent
+    class's own implementation everywhere else.
+
+    Each call routes once: ``physics.fastsd_path`` is then ``'fastsd'`` or ``'deepinv'`` and
+    ``physics.fallback_reason`` says why deepinv's code ran (``None`` on the fused path); a debug
+    log line records each change of path. The fused operator is derived from deepinv's buffers
+    (rebuilt when one is replaced, updated in place or moved), so deepinv's state stays the only
+    state: ``state_dict``, ``clone``, ``.to()`` and ``update`` behave exactly as in deepinv.
+    A parameter that requires grad (with grad enabled) takes deepinv's differentiable path, so
+    gradients reach masks, filters and coil maps.
+    """
+
+    _PARAMS: tuple[str, ...] = ()  # deepinv parameters (per-call kwargs) the fused op is built from
+    _CONFIG: tuple[str, ...] = ()  # other attributes it depends on
+    _DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)  # inputs the fused op takes
+    fastsd_path = "fastsd"
+    fallback_reason = None
+
+    # subclass hooks: the fused op for the current parameters (or the reason there is none), and
+    # layout conversions between deepinv's tensors and the op's (identity here)
+    def _build(self, size) -> tuple[LinearOperator | None, str | None]:
+        raise NotImplementedError
+
+    def _size(self, t: torch.Tensor, kind: str):
+        return None  # the op depends on the image size only where a subclass says so
+
+    def _check_call(self, op, t: torch.Tensor, kind: str) -> None:
+        """Raise ValueError when the op cannot take ``t`` (an image ``'x'`` or measurement ``'y'``)."""
+        raise NotImplementedError
 
     def _x_in(self, x):
         return x
@@ -179,25 +221,75 @@ class _Fused:
     def _y_out(self, y, dtype):
         return y
 
-    def _update_from_call(self, kwargs: dict) -> None:
+    # routing
+    def _fused_op(self, size=None):
+        """(op, None) for the current parameters, or (None, reason); cached by buffer identity."""
+        key = (size,) + tuple(_identity(getattr(self, n, None)) for n in self._PARAMS + self._CONFIG)
+        cache = self.__dict__.get("_fastsd_cache")
+        if cache is None or cache[0] != key:
+            op, reason = self._build(size)
+            refs = tuple(getattr(self, n, None) for n in self._PARAMS)  # keeps the ids in the key unique
+            cache = (key, refs, op, reason)
+            self.__dict__["_fastsd_cache"] = cache
+        return cache[2], cache[3]
+
+    def _route(self, *inputs, reason: str | None = None):
+        """The fused op for a call on ``inputs`` ((tensor, 'x' | 'y') pairs), or None: deepinv's
+        path (always, when the caller already has a ``reason``)."""
+        t0, k0 = inputs[0]
+        op = None
+        if reason is None:
+            op, reason = self._fused_op(self._size(t0, k0))
+        if reason is None and torch.is_grad_enabled():
+            grads = [n for n in self._PARAMS if isinstance(getattr(self, n, None), torch.Tensor)
+                     and getattr(self, n).requires_grad]
+            if grads:
+                reason = f"{', '.join(grads)} requires grad (deepinv's differentiable path)"
+        for t, kind in inputs if reason is None else ():
+            if not isinstance(t, torch.Tensor) or t.dtype not in self._DTYPES:
+                reason = f"{'image' if kind == 'x' else 'measurement'} of type/dtype " \
+                         f"{getattr(t, 'dtype', type(t).__name__)} (fused for {', '.join(map(str, self._DTYPES))})"
+                break
+            try:
+                self._check_call(op, t, kind)
+            except ValueError as e:
+                reason = str(e)
+                break
+        path = "fastsd" if reason is None else "deepinv"
+        if path != self.fastsd_path or reason != self.fallback_reason:
+            _log.debug("%s: %s path%s", type(self).__name__, path, f" ({reason})" if reason else "")
+        self.fastsd_path, self.fallback_reason = path, reason
+        return op if reason is None else None
+
+    def _apply_params(self, kwargs: dict) -> dict:
+        """Apply per-call parameters as deepinv does (they persist); return the other kwargs."""
         params = {k: kwargs[k] for k in self._PARAMS if kwargs.get(k) is not None}
         if params:
             self.update_parameters(**params)
+        return {k: v for k, v in kwargs.items() if k not in params}
+
+    @property
+    def fastsd_op(self) -> LinearOperator:
+        """The fused fastsd operator for the current parameters (ValueError where there is none)."""
+        op, reason = self._fused_op(self._size(None, "x"))
+        if op is None:
+            raise ValueError(f"no fused fastsd operator for this {type(self).__name__}: {reason}")
+        return op
 
     # plain-tensor implementations used by the Functions
-    def _fs_A(self, x):
-        return self._y_out(self.fastsd_op.forward(self._x_in(x)), x.dtype)
+    def _fs_A(self, op, x):
+        return self._y_out(op.forward(self._x_in(x)), x.dtype)
 
-    def _fs_AH(self, y):
-        return self._x_out(self.fastsd_op.adjoint(self._y_in(y)), y.dtype)
+    def _fs_AH(self, op, y):
+        return self._x_out(op.adjoint(self._y_in(y)), y.dtype)
 
-    def _fs_AHA(self, x):
-        return self._x_out(self.fastsd_op.normal(self._x_in(x)), x.dtype)
+    def _fs_AHA(self, op, x):
+        return self._x_out(op.normal(self._x_in(x)), x.dtype)
 
-    _native_batched_gamma = True  # whether fastsd_op.prox_l2 takes a (B,) gamma
+    _native_batched_gamma = True  # whether op.prox_l2 takes a (B,) gamma
 
-    def _fs_prox(self, z, y, gamma):
-        op, zi, yi = self.fastsd_op, self._x_in(z), self._y_in(y)
+    def _fs_prox(self, op, z, y, gamma):
+        zi, yi = self._x_in(z), self._y_in(y)
         if isinstance(gamma, torch.Tensor) and not self._native_batched_gamma:
             # per-problem γ: the generic CG on I + γ A^H A
             out = LinearOperator.prox_l2(op, zi, yi, _bcast(gamma.to(zi.dtype), zi), iters=self.max_iter)
@@ -205,74 +297,128 @@ class _Fused:
             out = op.prox_l2(zi, yi, gamma, iters=self.max_iter)
         return self._x_out(out, z.dtype)
 
+    def _parent(self, name: str, *args, **kwargs):
+        """deepinv's own method ``name``; calls it makes in turn may run fused, but the path it
+        reports stays deepinv's."""
+        reason = self.fallback_reason
+        out = getattr(super(), name)(*args, **kwargs)
+        self.fastsd_path, self.fallback_reason = "deepinv", reason
+        return out
+
     # deepinv API
     def A(self, x, **kwargs):
-        self._update_from_call(kwargs)
-        return _Forward.apply(x, self)
+        rest = self._apply_params(kwargs)
+        op = self._route((x, "x"))
+        return self._parent("A", x, **rest) if op is None else _Forward.apply(x, self, op)
 
     def A_adjoint(self, y, **kwargs):
-        self._update_from_call(kwargs)
-        return _Adjoint.apply(y, self)
+        rest = self._apply_params(kwargs)
+        op = self._route((y, "y"))
+        return self._parent("A_adjoint", y, **rest) if op is None else _Adjoint.apply(y, self, op)
 
     def A_adjoint_A(self, x, **kwargs):
-        self._update_from_call(kwargs)
-        return _Normal.apply(x, self)
+        rest = self._apply_params(kwargs)
+        op = self._route((x, "x"))
+        return self._parent("A_adjoint_A", x, **rest) if op is None else _Normal.apply(x, self, op)
 
     def prox_l2(self, z, y, gamma, **kwargs):
         """argmin_x γ/2 ‖A x − y‖² + ½ ‖x − z‖² (fastsd's closed form, or CG where there is none).
 
-        ``z`` may be None or a number (a constant image), as in deepinv; deepinv's solver options
-        (``solver``, ``tol``, ...) are ignored; ``max_iter`` sets the CG iterations where CG is used.
+        ``z`` may be None or a number (a constant image), as in deepinv; on the fused path
+        deepinv's solver options (``solver``, ``tol``, ...) are ignored and ``max_iter`` sets the
+        CG iterations where CG is used.
         """
-        self._update_from_call(kwargs)
-        if z is None or isinstance(z, (int, float)):
-            like = self.A_adjoint(y).detach()
-            z = torch.full_like(like, 0.0 if z is None else float(z))
+        rest = self._apply_params(kwargs)
+        zt = z if isinstance(z, torch.Tensor) else None
+        why = None
+        if not isinstance(gamma, (int, float, torch.Tensor)):
+            why = f"gamma of type {type(gamma).__name__}"
+        elif isinstance(gamma, torch.Tensor) and gamma.ndim > 1 and gamma.numel() != 1 and (
+                gamma.shape[0] != y.shape[0] or gamma.numel() != y.shape[0]):
+            why = f"gamma of shape {tuple(gamma.shape)} (fused for a number or one value per problem)"
+        op = self._route(*(((y, "y"),) if zt is None else ((zt, "x"), (y, "y"))), reason=why)
+        if op is None:
+            return self._parent("prox_l2", z, y, gamma, **rest)
+        if zt is None:
+            like = _Adjoint.apply(y, self, op).detach()
+            zt = torch.full_like(like, 0.0 if z is None else float(z))
         if kwargs.get("max_iter") is not None:  # as deepinv: the setting persists
             self.max_iter = int(kwargs["max_iter"])
-        return _Prox.apply(z, y, _gamma(gamma, z.shape[0]), self)
+        return _Prox.apply(zt, y, _gamma(gamma, zt.shape[0]), self, op)
 
     def A_dagger(self, y, **kwargs):
         """Minimum-norm least-squares solution A^† y: fastsd's closed form, or CG with
         ``max_iter`` iterations (persisting, as in deepinv) where there is none."""
-        self._update_from_call(kwargs)
+        rest = self._apply_params(kwargs)
+        op = self._route((y, "y"))
+        if op is None:
+            return self._parent("A_dagger", y, **rest)
         if kwargs.get("max_iter") is not None:
             self.max_iter = int(kwargs["max_iter"])
-        return self._x_out(self.fastsd_op.pinv(self._y_in(y), iters=self.max_iter), y.dtype)
+        return self._x_out(op.pinv(self._y_in(y), iters=self.max_iter), y.dtype)
 
 
 # -- MRI ------------------------------------------------------------------------------------
 
 
-def _fs_mask(mask: torch.Tensor) -> torch.Tensor:
-    """deepinv MRI mask (B, 2, H, W) -> fastsd (H, W) or (B, H, W) float32."""
-    if mask.ndim != 4:
-        raise ValueError(f"fastsd's MRI operator is 2D: expected a mask of shape (B, 2, H, W), got {tuple(mask.shape)}")
-    if mask.shape[1] == 2 and not torch.equal(mask[:, 0], mask[:, 1]):
-        raise ValueError("the mask must be the same for the real and imaginary channels")
-    m = mask[:, 0].to(torch.float32)
-    return (m[0] if m.shape[0] == 1 else m).contiguous()
-
-
-def _fs_smaps(coil_maps: torch.Tensor) -> torch.Tensor:
-    """deepinv coil maps (B, N, H, W) complex -> fastsd (N, H, W) or (B, N, H, W) complex64."""
-    if coil_maps.ndim != 4:
-        raise ValueError(f"fastsd's MRI operator is 2D: expected coil maps (B, N, H, W), got {tuple(coil_maps.shape)}")
-    c = coil_maps.to(torch.complex64)
-    return (c[0] if c.shape[0] == 1 else c).contiguous()
-
-
-def _check_2d(three_d: bool) -> None:
+def _mri_op(mask, coil_maps=None, three_d: bool = False) -> tuple[_FsMRI | None, str | None]:
+    """fastsd's fused MRI operator for deepinv's mask (B, 2, H, W) and coil maps (B, N, H, W)
+    (None: single coil), or (None, the reason fastsd has none)."""
     if three_d:
-        raise ValueError("fastsd's MRI operator is 2D; three_d=True is not supported")
+        return None, "3D MRI (three_d=True): fastsd's MRI operator is 2D"
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 2:
+        return None, f"mask of shape {tuple(getattr(mask, 'shape', ()))}: fastsd's MRI takes (B, 2, H, W)"
+    if mask.is_complex():
+        return None, "complex mask"
+    m = mask.detach()
+    if not torch.equal(m[:, 0], m[:, 1]):
+        return None, "the mask differs between the real and imaginary channels"
+    if not bool(((m == 0) | (m == 1)).all()):
+        return None, "the mask is not binary (0/1)"
+    m = m[:, 0].to(torch.float32)
+    smaps = None
+    if coil_maps is not None:
+        if coil_maps.ndim != 4 or coil_maps.dtype != torch.complex64:
+            return None, f"coil maps {tuple(coil_maps.shape)} {coil_maps.dtype}: fastsd's MRI takes complex64 (B, N, H, W)"
+        if coil_maps.shape[-2:] != mask.shape[-2:]:
+            return None, f"coil maps of size {tuple(coil_maps.shape[-2:])} and a mask of size {tuple(mask.shape[-2:])}"
+        smaps = coil_maps.detach()
+        smaps = smaps[0] if smaps.shape[0] == 1 else smaps
+    try:
+        return _FsMRI((m[0] if m.shape[0] == 1 else m).contiguous(), smaps), None
+    except ValueError as e:
+        return None, str(e)
 
 
 class _MRILayout(_Fused):
     """Image (B, 2, H, W) real <-> fastsd float32; k-space (B, 2, [N,] H, W) real <-> complex64."""
 
-    _PARAMS = ("mask", "coil_maps")
+    _PARAMS = ("mask",)
+    _CONFIG = ("three_d",)
+    _DTYPES = _MRI_IMAGE_DTYPES
     _multicoil = False
     _native_batched_gamma = False
+
+    def _build(self, size):
+        return _mri_op(self.mask, self.coil_maps if self._multicoil else None, self.three_d)
+
+    def _check_call(self, op, t, kind):
+        if kind == "x":
+            op.check_input(t)
+            return
+        want = 5 if self._multicoil else 4
+        if t.ndim != want or t.shape[1] != 2:
+            raise ValueError(f"k-space of shape {tuple(t.shape)}: expected {want} dimensions with 2 channels")
+        if self._multicoil and t.shape[2] != op.n_coils:
+            raise ValueError(f"k-space with {t.shape[2]} coils for {op.n_coils} coil maps")
+        if tuple(t.shape[-2:]) != op.img_size:
+            raise ValueError(f"k-space of size {tuple(t.shape[-2:])} for a mask of size {op.img_size}")
+        if op.mask.ndim == 3 and op.mask.shape[0] != t.shape[0]:
+            raise ValueError(f"{op.mask.shape[0]} per-problem masks for a batch of {t.shape[0]}")
+        if op.smaps is not None and op.smaps.ndim == 4 and op.smaps.shape[0] != t.shape[0]:
+            raise ValueError(f"{op.smaps.shape[0]} per-problem coil maps for a batch of {t.shape[0]}")
+        if t.device != op.mask.device:
+            raise ValueError(f"k-space on {t.device}, operator on {op.mask.device}")
 
     def _x_in(self, x):
         return x if x.dtype in _MRI_IMAGE_DTYPES else x.to(torch.float32)
@@ -287,29 +433,16 @@ class _MRILayout(_Fused):
     def _y_out(self, k, dtype):
         return torch.view_as_real(k if self._multicoil else k[:, 0]).movedim(-1, 1).to(dtype)
 
-    def _sync(self) -> None:
-        smaps = _fs_smaps(self.coil_maps) if self._multicoil else None
-        self.fastsd_op = _FsMRI(_fs_mask(self.mask), smaps)
-
-    def update_parameters(self, **kwargs):
-        super().update_parameters(**kwargs)
-        if "fastsd_op" in self._modules and any(kwargs.get(k) is not None for k in self._PARAMS):
-            self._sync()
-
 
 class MRI(_MRILayout, _dinv.physics.MRI):
     """Single-coil Cartesian MRI ``y = M F x`` (deepinv.physics.MRI) on fastsd's fused MRI ops.
 
-    Args as deepinv's: ``mask`` (H, W), (C, H, W) or (B, C, H, W) of 0/1 (ones of ``img_size``
-    when None); ``three_d`` must be False. ``prox_l2`` is the closed-form k-space data
-    consistency, ``A_dagger`` is ``A_adjoint`` (A A^H = M). ``A_adjoint(y, mag=True / crop=True)``
-    post-processes as deepinv does.
+    Args as deepinv's: ``mask`` (H, W), (C, H, W), (B, C, H, W) or higher rank, ``img_size``,
+    ``three_d``, ``device``. Fused for 2D binary masks equal on both channels and float32 /
+    float16 / bfloat16 data; 3D, per-channel or non-binary masks, float64 data and a mask that
+    requires grad run deepinv's code (``fastsd_path``). ``prox_l2`` is the closed-form k-space
+    data consistency, ``A_dagger`` is ``A_adjoint`` (A A^H = M).
     """
-
-    def __init__(self, mask=None, img_size=(320, 320), three_d: bool = False, device="cpu", **kwargs):
-        _check_2d(three_d)
-        super().__init__(mask=mask, img_size=img_size, three_d=False, device=device, **kwargs)
-        self._sync()
 
     def A_adjoint(self, y, mask=None, mag: bool = False, crop: bool = False, **kwargs):
         x = super().A_adjoint(y, mask=mask, **kwargs)
@@ -324,19 +457,23 @@ class MultiCoilMRI(_MRILayout, _dinv.physics.MultiCoilMRI):
 
     Args as deepinv's: ``mask``, ``coil_maps`` complex (N, H, W) or (B, N, H, W) (an int N
     simulates N birdcage coils with :func:`fastsd.ops.coils.birdcage_maps`, no sigpy needed),
-    ``img_size``; ``three_d`` must be False. ``prox_l2`` and ``A_dagger`` run conjugate gradients
-    on the fused normal operator. ``A_adjoint(y, rss=True)`` falls back to deepinv's own code.
+    ``img_size``, ``three_d``. Fused as :class:`MRI`, with complex64 coil maps;
+    ``prox_l2`` and ``A_dagger`` run conjugate gradients on the fused normal operator.
+    ``A_adjoint(y, rss=True)`` (coil images, not a coil combination) is deepinv's code.
     """
 
     _multicoil = True
+    _PARAMS = ("mask", "coil_maps")
 
     def __init__(self, mask=None, coil_maps=None, img_size=(320, 320), three_d: bool = False, device="cpu", **kwargs):
-        _check_2d(three_d)
         if isinstance(coil_maps, int):
             shape = tuple(mask.shape[-2:]) if isinstance(mask, torch.Tensor) else tuple(img_size[-2:])
-            coil_maps = birdcage_maps(coil_maps, shape)
-        super().__init__(mask=mask, coil_maps=coil_maps, img_size=img_size, three_d=False, device=device, **kwargs)
-        self._sync()
+            if three_d:
+                depth = mask.shape[-3] if isinstance(mask, torch.Tensor) else img_size[-3]
+                coil_maps = birdcage_maps(coil_maps, shape)[:, None].expand(-1, depth, -1, -1).contiguous()
+            else:
+                coil_maps = birdcage_maps(coil_maps, shape)
+        super().__init__(mask=mask, coil_maps=coil_maps, img_size=img_size, three_d=three_d, device=device, **kwargs)
 
     def A_adjoint(self, y, mask=None, coil_maps=None, rss: bool = False, crop: bool = False, **kwargs):
         if rss:  # coil images, not a coil combination: deepinv's path
@@ -348,65 +485,72 @@ class MultiCoilMRI(_MRILayout, _dinv.physics.MultiCoilMRI):
 # -- image operators ------------------------------------------------------------------------
 
 
-class Inpainting(_Fused, _dinv.physics.Inpainting):
+class _ImageOp(_Fused):
+    """Images (B, C, H, W) as they are; the op's own checks decide what it takes."""
+
+    def _check_call(self, op, t, kind):
+        op._check(kind, t)
+
+
+class Inpainting(_ImageOp, _dinv.physics.Inpainting):
     """Inpainting ``y = m ⊙ x`` (deepinv.physics.Inpainting) on fastsd's operator (fused fidelity).
 
-    Args as deepinv's: ``img_size`` (C, H, W), ``mask`` a 0/1 tensor or a float (the fraction of
-    observed pixels, drawn by deepinv's generator); a mask is required.
+    Args as deepinv's: ``img_size`` (C, H, W), ``mask`` a tensor or a float (the fraction of
+    observed pixels, drawn by deepinv's generator), ``pixelwise``, ``device``, ``rng``. Fused for
+    binary masks; others (and a mask that requires grad) run deepinv's code.
     """
 
     _PARAMS = ("mask",)
+    _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-    def __init__(self, img_size, mask=None, pixelwise: bool = True, device="cpu", rng=None, **kwargs):
-        if mask is None:
-            raise ValueError("mask is required (a 0/1 tensor or the fraction of observed pixels)")
-        super().__init__(img_size=img_size, mask=mask, pixelwise=pixelwise, device=device, rng=rng, **kwargs)
-        self._sync()
-
-    def _sync(self) -> None:
-        self.fastsd_op = _FsInpainting(self.mask)
-
-    def update_parameters(self, mask=None, **kwargs):
-        super().update_parameters(mask=mask, **kwargs)
-        if mask is not None and "fastsd_op" in self._modules:
-            self._sync()
+    def _build(self, size):
+        if not isinstance(self.mask, torch.Tensor) or self.mask.is_complex():
+            return None, f"mask of type {type(self.mask).__name__}"
+        if self.mask.ndim > 4:
+            return None, f"mask of shape {tuple(self.mask.shape)}: fastsd's Inpainting takes up to 4 dimensions"
+        try:
+            return _FsInpainting(self.mask.detach()), None
+        except ValueError as e:
+            return None, str(e)
 
 
-def _single_kernel(filt: torch.Tensor) -> torch.Tensor:
-    """deepinv blur filter (1, c, h, w) (or (h, w)) with one kernel for all channels -> (h, w)."""
-    if filt.ndim == 2:
-        return filt
-    if filt.ndim != 4 or filt.shape[0] != 1:
-        raise ValueError(f"expected one blur filter of shape (1, c, h, w), got {tuple(filt.shape)}")
-    if not all(torch.equal(filt[0, 0], filt[0, c]) for c in range(1, filt.shape[1])):
-        raise ValueError("fastsd's Blur applies one kernel to every channel; got different kernels per channel")
-    return filt[0, 0]
+def _one_kernel(filt: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+    """deepinv filter (1, c, h, w) with one kernel for all channels -> (h, w), or (None, reason)."""
+    if not isinstance(filt, torch.Tensor) or filt.ndim != 4 or filt.shape[0] != 1:
+        return None, f"filter of shape {tuple(getattr(filt, 'shape', ()))}: fused for one (1, c, h, w) filter"
+    if filt.dtype not in (torch.float32, torch.float64):
+        return None, f"filter of dtype {filt.dtype}"
+    f = filt.detach()
+    if not all(torch.equal(f[0, 0], f[0, c]) for c in range(1, f.shape[1])):
+        return None, "a different filter per channel"
+    return f[0, 0], None
 
 
-class BlurFFT(_Fused, _dinv.physics.BlurFFT):
+class BlurFFT(_ImageOp, _dinv.physics.BlurFFT):
     """Circular blur ``y = h ⊛ x`` (deepinv.physics.BlurFFT) on fastsd's Blur operator.
 
-    Args as deepinv's: ``img_size`` (C, H, W), ``filter`` (1, c, h, w) (or (h, w)) with the same
-    kernel for every channel, centred at (h // 2, w // 2) as in deepinv; float32 or float64.
-    ``pinv_threshold``: ``A_dagger`` treats frequencies with |H| < threshold · max |H| as 0.
+    Args as deepinv's: ``img_size`` (C, H, W), ``filter`` (1, c, h, w) centred at (h // 2, w // 2)
+    (None: given later, per call); ``pinv_threshold``: on the fused path ``A_dagger`` treats
+    frequencies with |H| < threshold · max |H| as 0. Fused for one float32/float64 filter shared
+    by all channels; per-channel or batched filters and a filter that requires grad run deepinv's
+    code.
     """
 
     _PARAMS = ("filter",)
+    _CONFIG = ("img_size",)
 
     def __init__(self, img_size, filter=None, device="cpu", pinv_threshold: float = 1e-3, **kwargs):
-        if filter is None:
-            raise ValueError("filter is required")
-        super().__init__(img_size=img_size, filter=filter, device=device, **kwargs)
         self.pinv_threshold = float(pinv_threshold)
-        self._sync()
+        super().__init__(img_size=img_size, filter=filter, device=device, **kwargs)
 
-    def _sync(self) -> None:
-        self.fastsd_op = _FsBlur(_single_kernel(self.filter), tuple(self.img_size[-2:]), self.pinv_threshold)
-
-    def update_parameters(self, filter=None, **kwargs):
-        super().update_parameters(filter=filter, **kwargs)
-        if filter is not None and "fastsd_op" in self._modules:
-            self._sync()
+    def _build(self, size):
+        kernel, reason = _one_kernel(self.filter)
+        if kernel is None:
+            return None, reason
+        try:
+            return _FsBlur(kernel, tuple(self.img_size[-2:]), self.pinv_threshold), None
+        except ValueError as e:
+            return None, str(e)
 
 
 def deepinv_downsampling_filter(filter: str, factor: int, dtype=torch.float32) -> torch.Tensor:
@@ -415,7 +559,8 @@ def deepinv_downsampling_filter(filter: str, factor: int, dtype=torch.float32) -
 
     fastsd's low-res sample i reads x[f·i + d] with weight w[d]; deepinv convolves with a filter
     centred at (L // 2) for odd L and then keeps every f-th pixel, so the taps go to L // 2 − d.
-    For ``'bicubic'`` with f = 2 this is deepinv's own ``filter='bicubic'`` (zero-padded to 9 taps).
+    For ``'bicubic'`` with f = 2 this is deepinv's own ``filter='bicubic'`` (zero-padded to 9 taps);
+    for larger f deepinv's ``'bicubic'`` is a different (non-antialiased) filter.
     """
     if filter == "avg":
         w, d = torch.full((factor,), 1.0 / factor, dtype=torch.float64), torch.arange(factor)
@@ -429,45 +574,87 @@ def deepinv_downsampling_filter(filter: str, factor: int, dtype=torch.float32) -
     return torch.outer(taps, taps)[None, None].to(dtype)
 
 
-class Downsampling(_Fused, _dinv.physics.Downsampling):
-    """Super-resolution ``y = (h ⊛ x)[::f, ::f]`` with circular padding (deepinv.physics.Downsampling)
-    on fastsd's Downsample operator (closed-form ``prox_l2`` and ``A_dagger``).
+class _CircularDownsample(_FsDownsample):
+    """fastsd's Downsample for any circular filter, given by its impulse response ``h`` (H, W)
+    (the response at pixel (0, 0), wrapped): the same transfer and aliasing buffers as the
+    named filters, so the same closed-form prox and pseudo-inverse."""
 
-    Args: ``img_size`` (C, H, W) with H, W multiples of ``factor`` (2, 4, 8 or 16); ``filter``
-    'bicubic' (Keys a = −0.5, antialiased, as PIL) or 'avg' (f × f box); ``padding`` must be
-    'circular'; ``dtype`` the precision of the filter buffers; ``pinv_threshold`` as in
-    :class:`fastsd.ops.image.Downsample`. deepinv's own ``filter`` buffer holds the equivalent
-    tensor (:func:`deepinv_downsampling_filter`).
+    def __init__(self, h: torch.Tensor, factor: int, pinv_threshold: float, dtype: torch.dtype):
+        LinearOperator.__init__(self)
+        H, W = h.shape
+        f = self.factor = int(factor)
+        self.filter, self.img_size, self.low_size = "tensor", (H, W), (H // f, W // f)
+        self.pinv_threshold = float(pinv_threshold)
+        full = torch.fft.fft2(h.double())
+        alias = full.abs().square().reshape(f, H // f, f, W // f).sum((0, 2)) / f**2
+        self.register_buffer("transfer", torch.view_as_real(full[:, : W // 2 + 1]).to(dtype))
+        self.register_buffer("alias", alias[:, : W // f // 2 + 1].to(dtype))
+
+
+class Downsampling(_ImageOp, _dinv.physics.Downsampling):
+    """Super-resolution ``y = (h ⊛ x)[::f, ::f]`` (deepinv.physics.Downsampling) on fastsd's
+    Downsample operator (closed-form ``prox_l2`` and ``A_dagger``).
+
+    Args as deepinv's: ``img_size`` (C, H, W) (None: taken from each input), ``filter``
+    (``'gaussian'``, ``'bilinear'``, ``'bicubic'``, ``'sinc'``, a tensor or None, with deepinv's
+    meaning; fastsd adds ``'avg'``, the f × f box filter), ``factor``, ``padding``, ``device``;
+    ``pinv_threshold`` as in :class:`fastsd.ops.image.Downsample`. Fused for circular padding,
+    one filter shared by all channels and sizes divisible by the factor (any filter: the fused
+    operator takes the impulse response of deepinv's own convolution); other paddings, per-channel
+    filters and a filter that requires grad run deepinv's code.
     """
 
-    def __init__(self, img_size, filter: str = "bicubic", factor: int = 2, device="cpu", padding: str = "circular",
-                 pinv_threshold: float = 1e-3, dtype: torch.dtype = torch.float32, **kwargs):
-        if padding != "circular":
-            raise ValueError(f"fastsd's Downsample is circular; padding={padding!r} is not supported")
-        if img_size is None or len(img_size) != 3:
-            raise ValueError(f"img_size (C, H, W) is required, got {img_size!r}")
-        if not isinstance(filter, str):
-            raise ValueError("filter must be 'avg' or 'bicubic' (fastsd's Downsample filters)")
-        op = _FsDownsample(factor, filter, img_size=tuple(img_size[-2:]), pinv_threshold=pinv_threshold, dtype=dtype)
-        super().__init__(img_size=tuple(img_size), filter=deepinv_downsampling_filter(filter, factor, dtype),
-                         factor=factor, device=device, padding="circular", **kwargs)
-        self.filter_name = filter
-        self.fastsd_op = op.to(device)
+    _PARAMS = ("filter", "factor")
+    _CONFIG = ("padding", "imsize")
+
+    def __init__(self, img_size=None, filter="warn", factor: int = 2, device="cpu", padding: str = "circular",
+                 pinv_threshold: float = 1e-3, **kwargs):
+        self.pinv_threshold = float(pinv_threshold)
+        if isinstance(filter, str) and filter == "avg":
+            filter = deepinv_downsampling_filter("avg", int(factor))
+        super().__init__(img_size=img_size, filter=filter, factor=factor, device=device, padding=padding, **kwargs)
 
     def update_parameters(self, filter=None, factor=None, **kwargs):
-        if filter is None and factor is None:
-            return super().update_parameters(**kwargs)
-        name = self.filter_name if filter is None else filter
-        if not isinstance(name, str):
-            raise ValueError("fastsd's Downsampling only takes filter 'avg' or 'bicubic', not a tensor")
-        factor = self.factor if factor is None else int(factor)
-        old = self.fastsd_op
-        op = _FsDownsample(factor, name, img_size=old.img_size, pinv_threshold=old.pinv_threshold,
-                           dtype=old.transfer.dtype).to(old.transfer.device)
-        super().update_parameters(filter=deepinv_downsampling_filter(name, factor, old.transfer.dtype), factor=factor,
-                                  **kwargs)
-        self.filter_name, self.fastsd_op = name, op
+        if isinstance(filter, str) and filter == "avg":
+            filter = deepinv_downsampling_filter("avg", int(self.factor if factor is None else factor))
+        return super().update_parameters(filter=filter, factor=factor, **kwargs)
 
+    def _size(self, t, kind):
+        if self.imsize is not None:
+            return tuple(self.imsize[-2:])
+        if t is None:
+            return None
+        f = int(self.factor)
+        return tuple(t.shape[-2:]) if kind == "x" else (t.shape[-2] * f, t.shape[-1] * f)
+
+    def _build(self, size):
+        if self.padding != "circular" and self.filter is not None:  # bare decimation needs no padding
+            return None, f"padding={self.padding!r} (fused for 'circular')"
+        if size is None:
+            return None, "no image size (img_size=None and no input)"
+        f, (H, W) = int(self.factor), size
+        if H % f or W % f:
+            return None, f"image size {(H, W)} not divisible by the factor {f}"
+        if self.filter is None:  # bare decimation
+            kernel = torch.ones(1, 1)
+        else:
+            kernel, reason = _one_kernel(self.filter)
+            if kernel is None:
+                return None, reason
+        # the impulse response of deepinv's own circular convolution: exact by construction
+        delta = torch.zeros(1, 1, H, W, dtype=torch.float64)
+        delta[..., 0, 0] = 1
+        try:
+            h = _dinv.physics.functional.conv2d(delta, kernel.cpu().double()[None, None], padding="circular")[0, 0]
+        except (RuntimeError, ValueError) as e:  # e.g. a filter too large for circular padding
+            return None, f"deepinv's circular convolution fails: {e}"
+        op = _CircularDownsample(h, f, self.pinv_threshold, kernel.dtype)
+        return op.to(kernel.device), None
+
+    def _check_call(self, op, t, kind):
+        op._check(kind, t)
+        if t.device != op.transfer.device:
+            raise ValueError(f"input on {t.device}, operator on {op.transfer.device}")
 
 # -- fastsd solvers on deepinv problems -----------------------------------------------------
 
@@ -504,19 +691,22 @@ class PhysicsOperator(LinearOperator):
 def to_fastsd(physics, y: torch.Tensor) -> tuple[LinearOperator, torch.Tensor]:
     """(fastsd operator, measurement in its layout) for a deepinv physics and measurement ``y``.
 
-    The classes of this module give their fused ``fastsd_op``; deepinv's own 2D ``MRI`` /
-    ``MultiCoilMRI`` become a fused :class:`fastsd.ops.mri.MRI`; any other linear physics is
-    wrapped in :class:`PhysicsOperator`. Images come back in deepinv's layout either way.
+    The classes of this module give their fused operator where their configuration has one;
+    deepinv's own 2D ``MRI`` / ``MultiCoilMRI`` become a fused :class:`fastsd.ops.mri.MRI`; any
+    other linear physics (and any configuration without a fused operator) is wrapped in
+    :class:`PhysicsOperator`. Images come back in deepinv's layout either way.
     """
-    if isinstance(physics, _Fused):
-        return physics.fastsd_op, physics._y_in(y)
     P = _dinv.physics
-    if type(physics) in (P.MRI, P.MultiCoilMRI) and not physics.three_d:
+    if isinstance(physics, _Fused):
+        op, _ = physics._fused_op(physics._size(y, "y"))
+        if op is not None:
+            return op, physics._y_in(y)
+    elif type(physics) in (P.MRI, P.MultiCoilMRI):
         multi = isinstance(physics, P.MultiCoilMRI)
-        smaps = _fs_smaps(physics.coil_maps) if multi else None
-        op = _FsMRI(_fs_mask(physics.mask), smaps)
-        k = torch.view_as_complex(y.to(torch.float32).movedim(1, -1).contiguous())
-        return op, (k if multi else k[:, None])
+        op, _ = _mri_op(physics.mask, physics.coil_maps if multi else None, physics.three_d)
+        if op is not None:
+            k = torch.view_as_complex(y.to(torch.float32).movedim(1, -1).contiguous())
+            return op, (k if multi else k[:, None])
     if isinstance(physics, P.LinearPhysics):
         return PhysicsOperator(physics), y
     raise ValueError(f"fastsd solvers need a linear physics, got {type(physics).__name__}")
