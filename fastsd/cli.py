@@ -399,8 +399,9 @@ def _summary_figure(path: Path, panels: list[tuple[str, np.ndarray, dict | None]
 
 
 def _curve_figure(path: Path, loss: list[float], trace: _Trace, sigma: list[float], baseline_psnr: float | None,
-                  label: str, baseline_name: str) -> None:
-    """Loss (log scale) and PSNR against iteration; the noise level on a second axis where there is one."""
+                  label: str, baseline_name: str, dc_psnr: float | None = None) -> None:
+    """Loss (log scale) and PSNR against iteration; the noise level on a second axis where there is
+    one; the PSNR after a final data-consistency step as one marked point."""
     plt = _pyplot()
     rows = 2 if trace.psnr else 1
     fig, axes = plt.subplots(rows, 1, figsize=(7, 2.8 * rows + 0.4), sharex=True, squeeze=False)
@@ -423,6 +424,9 @@ def _curve_figure(path: Path, loss: list[float], trace: _Trace, sigma: list[floa
         bx.plot(trace.iters, trace.psnr, marker=".", ms=3, color="tab:green", label=label)
         if baseline_psnr is not None and math.isfinite(baseline_psnr):
             bx.axhline(baseline_psnr, ls="--", color="gray", label=baseline_name)
+        if dc_psnr is not None and math.isfinite(dc_psnr):
+            bx.plot([trace.iters[-1]], [dc_psnr], marker="*", ms=12, ls="none", color="tab:purple",
+                    label=f"{label} + final DC")
         bx.set_ylabel("PSNR (dB)")
         bx.legend(loc="lower right", fontsize=8)
     axes[-1][0].set_xlabel("iteration")
@@ -706,8 +710,9 @@ class _Outputs:
                       (f"|{label} − truth|", _error_map(rec, self.ref))]
         _summary_figure(out / "summary.png", panels, self.lo, self.hi, errors, self.err_max)
         base_psnr = metrics[self.key]["psnr"] if self.ref is not None else None
+        dc_psnr = metrics[method]["psnr"] if self.ref is not None and before_dc is not None else None
         _curve_figure(out / "curve.png", result.history.get("loss", []), trace, result.history.get("sigma", []),
-                      base_psnr, label, base_name)
+                      base_psnr, _label(method), base_name, dc_psnr)
         (out / "metrics.json").write_text(_json(metrics))
         return metrics
 
