@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
+from test_solvers_posterior import gaussian_problem
 
 from fastsd.ops.image import Inpainting, random_pixel_mask
 from fastsd.solvers.projdiff import ProjDiff
 from fastsd.solvers.unfolding import DiffUnfolding
 from fastsd.testing import rel_err
-from test_solvers_posterior import gaussian_problem
 
 
 class StubDenoiser:

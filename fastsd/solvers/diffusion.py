@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsd._checks import check_finite, check_problem, check_tensor
+from fastsd._checks import check_finite, check_problem
 from fastsd.graphs.step_graph import StepGraph
 
 __all__ = [
