@@ -37,9 +37,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -607,7 +607,16 @@ def _image_noise(args) -> float:
 def _setup_image(args, path: Path, dev):
     """(y, op, truth or None) for inpaint / deblur / sr / denoise."""
     from fastsd.data import load_image
-    from fastsd.ops.image import Blur, Denoise, Downsample, Inpainting, box_mask, gaussian_kernel, motion_kernel, random_pixel_mask
+    from fastsd.ops.image import (
+        Blur,
+        Denoise,
+        Downsample,
+        Inpainting,
+        box_mask,
+        gaussian_kernel,
+        motion_kernel,
+        random_pixel_mask,
+    )
 
     x = load_image(path, size=args.size, gray=args.gray)
     if not float(x.max()) > 0:
