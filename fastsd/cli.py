@@ -37,9 +37,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -399,8 +399,9 @@ def _summary_figure(path: Path, panels: list[tuple[str, np.ndarray, dict | None]
 
 
 def _curve_figure(path: Path, loss: list[float], trace: _Trace, sigma: list[float], baseline_psnr: float | None,
-                  label: str, baseline_name: str) -> None:
-    """Loss (log scale) and PSNR against iteration; the noise level on a second axis where there is one."""
+                  label: str, baseline_name: str, dc_psnr: float | None = None) -> None:
+    """Loss (log scale) and PSNR against iteration; the noise level on a second axis where there is
+    one; the PSNR after a final data-consistency step as one marked point."""
     plt = _pyplot()
     rows = 2 if trace.psnr else 1
     fig, axes = plt.subplots(rows, 1, figsize=(7, 2.8 * rows + 0.4), sharex=True, squeeze=False)
@@ -423,6 +424,9 @@ def _curve_figure(path: Path, loss: list[float], trace: _Trace, sigma: list[floa
         bx.plot(trace.iters, trace.psnr, marker=".", ms=3, color="tab:green", label=label)
         if baseline_psnr is not None and math.isfinite(baseline_psnr):
             bx.axhline(baseline_psnr, ls="--", color="gray", label=baseline_name)
+        if dc_psnr is not None and math.isfinite(dc_psnr):
+            bx.plot([trace.iters[-1]], [dc_psnr], marker="*", ms=12, ls="none", color="tab:purple",
+                    label=f"{label} + final DC")
         bx.set_ylabel("PSNR (dB)")
         bx.legend(loc="lower right", fontsize=8)
     axes[-1][0].set_xlabel("iteration")
@@ -603,7 +607,16 @@ def _image_noise(args) -> float:
 def _setup_image(args, path: Path, dev):
     """(y, op, truth or None) for inpaint / deblur / sr / denoise."""
     from fastsd.data import load_image
-    from fastsd.ops.image import Blur, Denoise, Downsample, Inpainting, box_mask, gaussian_kernel, motion_kernel, random_pixel_mask
+    from fastsd.ops.image import (
+        Blur,
+        Denoise,
+        Downsample,
+        Inpainting,
+        box_mask,
+        gaussian_kernel,
+        motion_kernel,
+        random_pixel_mask,
+    )
 
     x = load_image(path, size=args.size, gray=args.gray)
     if not float(x.max()) > 0:
@@ -672,9 +685,12 @@ class _Outputs:
     def err_max(self) -> float:
         return 0.2 * (self.hi - self.lo)
 
-    def finish(self, recon: torch.Tensor, result, trace: _Trace, extra: dict, method: str) -> dict:
+    def finish(self, recon: torch.Tensor, result, trace: _Trace, extra: dict, method: str,
+               before_dc: torch.Tensor | None = None) -> dict:
         """The reconstruction's files and ``metrics.json``; returns the metrics. The reconstruction's
-        quality is stored under the method's name (e.g. ``"sdi"``) next to the baseline's key."""
+        quality is stored under the method's name (e.g. ``"sdi"``) next to the baseline's key, and
+        the solver's own output's under ``"<method>_before_dc"`` when a final data-consistency
+        projection made ``recon`` from ``before_dc``."""
         out, task = self.folder, self.task
         rec = _display(recon, task)
         _save_png(out / "reconstruction.png", rec, self.lo, self.hi)
@@ -690,19 +706,22 @@ class _Outputs:
         metrics = {"task": extra.pop("task"), "method": method, **extra, "runtime_s": info["runtime_s"],
                    "iterations": iters, "it_per_s": it_per_s,
                    "config": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool, type(None)))}}
-        label, base_name = _label(method), task.baseline_name
+        label, base_name = _label(method) + (" + DC" if before_dc is not None else ""), task.baseline_name
         panels, errors = [(base_name, self.base, None), (label, rec, None)], []
         if self.ref is not None:
             _save_png(out / "error_reconstruction.png", _error_map(rec, self.ref), 0, self.err_max, "inferno")
             metrics[self.key] = _quality(self.base, self.ref)
             metrics[method] = _quality(rec, self.ref)
+            if before_dc is not None:
+                metrics[f"{method}_before_dc"] = _quality(_display(before_dc, task), self.ref)
             panels = [("truth", self.ref, None), (base_name, self.base, metrics[self.key]), (label, rec, metrics[method])]
             errors = [(f"|{base_name} − truth|", _error_map(self.base, self.ref)),
                       (f"|{label} − truth|", _error_map(rec, self.ref))]
         _summary_figure(out / "summary.png", panels, self.lo, self.hi, errors, self.err_max)
         base_psnr = metrics[self.key]["psnr"] if self.ref is not None else None
+        dc_psnr = metrics[method]["psnr"] if self.ref is not None and before_dc is not None else None
         _curve_figure(out / "curve.png", result.history.get("loss", []), trace, result.history.get("sigma", []),
-                      base_psnr, label, base_name)
+                      base_psnr, _label(method), base_name, dc_psnr)
         (out / "metrics.json").write_text(_json(metrics))
         return metrics
 
@@ -711,11 +730,13 @@ def _summary(metrics: dict, baseline_name: str, baseline_key: str = "baseline") 
     method = metrics["method"]
     lines = [f"{_label(method)}: runtime {metrics['runtime_s']:.1f} s ({metrics['iterations']} iterations, "
              f"{metrics['it_per_s']:.1f} it/s)"]
-    for key, name in ((baseline_key, baseline_name), (method, _label(method))):
+    pairs = [(baseline_key, baseline_name), (f"{method}_before_dc", f"{_label(method)} (no DC)"),
+             (method, _label(method) + (" + DC" if f"{method}_before_dc" in metrics else ""))]
+    for key, name in pairs:
         if key in metrics:
             m = metrics[key]
             ssim = "n/a" if m["ssim"] is None else f"{m['ssim']:.4f}"
-            lines.append(f"{name:>12}: PSNR {m['psnr']:.2f} dB  SSIM {ssim}  NMSE {m['nmse']:.4g}")
+            lines.append(f"{name:>14}: PSNR {m['psnr']:.2f} dB  SSIM {ssim}  NMSE {m['nmse']:.4g}")
     return "\n".join(lines)
 
 
@@ -740,7 +761,12 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
     info = {"task": task_name, "input": str(path) if path is not None else None, "image_size": size, **(extra or {})}
     if denoiser is not None:
         info["denoiser"] = str(args.denoiser)
-    return outputs.finish(result.x, result, trace, info, method)
+    recon, before = result.x, None
+    info["final_dc"] = bool(getattr(args, "dc", False) and hasattr(op, "project"))
+    if info["final_dc"]:  # the closest image that reproduces the measured k-space exactly
+        with torch.no_grad():
+            recon, before = op.project(result.x, y), result.x
+    return outputs.finish(recon, result, trace, info, method, before)
 
 
 def _run_method(args, task_name: str, y, op, truth, dev: torch.device, progress: bool, denoiser):
@@ -1014,8 +1040,11 @@ def _add_solver_options(p: argparse.ArgumentParser, T=None, K=None, lr=None, met
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_mri_options(p: argparse.ArgumentParser, coils: int = 1) -> None:
+def _add_mri_options(p: argparse.ArgumentParser, coils: int = 1, dc: bool = False) -> None:
     g = p.add_argument_group("MRI")
+    g.add_argument("--dc", action=argparse.BooleanOptionalAction, default=dc,
+                   help="finish with hard data consistency: the closest image whose k-space matches the "
+                        f"measured samples exactly (CG for several coils); default {'on' if dc else 'off'}")
     g.add_argument("--acceleration", type=float, default=4.0)
     g.add_argument("--acs", type=int, default=20, help="fully sampled centre lines (default 20)")
     g.add_argument("--coils", type=int, default=coils,
@@ -1028,7 +1057,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="reconstruct a real MRI slice from 4x-undersampled simulated 8-coil k-space")
     d.add_argument("--size", type=int, default=256, help="image size (default 256, the slice's own)")
-    _add_mri_options(d, coils=DEMO["coils"])
+    _add_mri_options(d, coils=DEMO["coils"], dc=True)
     _add_solver_options(d, T=DEMO["T"], K=DEMO["K"], lr=DEMO["lr"])
 
     r = sub.add_parser("reconstruct", help="reconstruct from an image (.npy/.png) or fastMRI k-space (.h5)")
@@ -1068,7 +1097,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-DEMO = dict(coils=8, T=20, K=40, lr=3e-3)
+DEMO = dict(coils=8, T=20, K=40, lr=1e-3)
 """``fastsd demo`` defaults, chosen by measurement on a 2-core CPU (see README, "Demo")."""
 
 
