@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "ConvNet1d", "init_weights"]
+__all__ = ["UNet", "ConvNet1d", "init_weights", "pad_to"]
 
 
 def init_weights(net: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
@@ -30,6 +30,15 @@ def init_weights(net: nn.Module, std: float = 0.02, generator: torch.Generator |
                 m.weight.copy_(1.0 + torch.randn(m.weight.shape, generator=generator) * std)
                 m.bias.zero_()
     return net
+
+
+def pad_to(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``h`` zero-padded (split evenly, the odd one after) to ``like``'s spatial size (dims 2...)."""
+    pad = []
+    for d in range(h.ndim - 1, 1, -1):  # F.pad order: last dimension first
+        diff = like.shape[d] - h.shape[d]
+        pad += [diff // 2, diff - diff // 2]
+    return F.pad(h, pad) if any(pad) else h
 
 
 def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2) -> nn.Sequential:
@@ -97,10 +106,7 @@ class UNet(nn.Module):
         for up in self.ups:
             skip = skips.pop()
             h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
-            dy, dx = skip.shape[-2] - h.shape[-2], skip.shape[-1] - h.shape[-1]
-            if dy or dx:
-                h = F.pad(h, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
-            h = up(torch.cat([skip, h], dim=1))
+            h = up(torch.cat([skip, pad_to(h, skip)], dim=1))
         out = self.outc(h)
         return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsd.nets.unet import init_weights
+from fastsd.nets.unet import init_weights, pad_to
 
 __all__ = ["UNet3d"]
 
@@ -82,13 +82,6 @@ class UNet3d(nn.Module):
         h = skips.pop()
         for upsample, up in zip(self.upsample, self.ups):
             skip = skips.pop()
-            h = upsample(h)
-            pad = []
-            for d in (-1, -2, -3):  # F.pad order: last dimension first
-                diff = skip.shape[d] - h.shape[d]
-                pad += [diff // 2, diff - diff // 2]
-            if any(pad):
-                h = F.pad(h, pad)
-            h = up(torch.cat([skip, h], dim=1))
+            h = up(torch.cat([skip, pad_to(upsample(h), skip)], dim=1))
         out = self.outc(h)
         return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
