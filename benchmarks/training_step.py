@@ -38,24 +38,19 @@ def prepared_run(case: dict, B: int = 1, small: bool = False, **options):
 
 def breakdown_parts(run) -> dict:
     """Zero-argument closures for the parts of ``run``'s step, each to be graphed alone."""
-    inner, net = run.inner, run.net
-    params = list(net.parameters())
+    inner = run.inner
+    params = list(run.net.parameters())
     x_in = inner.x_in
     out0 = inner.out.detach().clone().requires_grad_(True)
     g_out = torch.full_like(x_in, 1e-3)
-    cast = inner.autocast_dtype
-
-    def forward():
-        with torch.autocast(x_in.device.type, dtype=cast, enabled=cast is not None, cache_enabled=False):
-            return net(x_in)
 
     def network_fwd():
-        forward()
+        inner.forward(x_in)
 
     def network_fwd_bwd():
         for q in params:
             q.grad = None
-        forward().float().backward(g_out)
+        inner.forward(x_in).backward(g_out)
 
     def adam():
         inner.optimizer.step()

@@ -205,18 +205,21 @@ class SDIStep:
         x = self.x_hat.detach().float()  # the noise op works in float32
         return noisy_input(x, self.sigma, self.seeds, self.step, validate=False).to(self.x_hat.dtype)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on ``x``, under autocast when ``autocast_dtype`` is set, in ``x_hat``'s dtype."""
+        if self.autocast_dtype is None:
+            return self.net(x)
+        # no weight-cast cache: it must not outlive one step (CUDA-graph capture requires this)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
+            out = self.net(x)
+        return out.to(self.x_hat.dtype)
+
     def __call__(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self.resample_noise:
             self.x_in.copy_(self.noisy())
             self.step.add_(1)
-        if self.autocast_dtype is None:
-            out = self.net(self.x_in)
-        else:
-            # no weight-cast cache: it must not outlive one step (CUDA-graph capture requires this)
-            with torch.autocast(self.x_in.device.type, dtype=self.autocast_dtype, cache_enabled=False):
-                out = self.net(self.x_in)
-            out = out.to(self.x_hat.dtype)
+        out = self.forward(self.x_in)
         loss = self.loss_fn(out)
         loss.sum().backward()
         self.optimizer.step()

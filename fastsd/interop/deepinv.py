@@ -50,6 +50,7 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
     ) from _e
 
 from fastsd._checks import check_finite
+from fastsd._utils import per_problem
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.image import Blur as _FsBlur
@@ -144,12 +145,8 @@ class _Prox(torch.autograd.Function):
         gy = None
         if ctx.needs_input_grad[1]:
             a = _Forward.apply(pg, ctx.physics, ctx.op)
-            gy = (_bcast(ctx.gamma, a) * a).to(y_dtype)
+            gy = (per_problem(ctx.gamma, a) * a).to(y_dtype)
         return gz, gy, None, None, None
-
-
-def _bcast(gamma, like: torch.Tensor):
-    return gamma.reshape((-1,) + (1,) * (like.ndim - 1)) if isinstance(gamma, torch.Tensor) else gamma
 
 
 def _gamma(gamma, batch: int):
@@ -292,7 +289,7 @@ class _Fused:
         zi, yi = self._x_in(z), self._y_in(y)
         if isinstance(gamma, torch.Tensor) and not self._native_batched_gamma:
             # per-problem γ: the generic CG on I + γ A^H A
-            out = LinearOperator.prox_l2(op, zi, yi, _bcast(gamma.to(zi.dtype), zi), iters=self.max_iter)
+            out = LinearOperator.prox_l2(op, zi, yi, per_problem(gamma.to(zi.dtype), zi), iters=self.max_iter)
         else:
             out = op.prox_l2(zi, yi, gamma, iters=self.max_iter)
         return self._x_out(out, z.dtype)

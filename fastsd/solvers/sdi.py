@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from fastsd._checks import check_problem
+from fastsd._utils import per_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
 from fastsd.nets.fused import fuse_bn_relu
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
@@ -99,10 +100,6 @@ class _Layout:
         if self.add_channel:
             z = z.squeeze(1)
         return z
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 @register_solver("sdi")
@@ -256,10 +253,11 @@ class SelfDiffusion:
         return fuse_bn_relu(net) if fused else net
 
     # -- solve -----------------------------------------------------------------------------------
-    def prepare(self, y: torch.Tensor, op) -> SDIRun:
+    def prepare(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None) -> SDIRun:
         """Build everything a solve runs (networks, scaled measurements, Adam, the inner step and its
         :class:`StepGraph`) and set the first noise level, without running a step. ``solve`` runs
-        the levels on it; benchmarks time ``run.runner.run(1)`` on the very same step."""
+        the levels on it; benchmarks time ``run.runner.run(1)`` on the very same step. ``x_true``,
+        if given, is checked against the operator's image shape before any network is built."""
         y = check_problem(y, op, self.dtype)  # validation shared with every solver (fastsd._checks)
         cfg = self.config(op)
         dev = torch.device(self.device) if self.device is not None else y.device
@@ -272,6 +270,8 @@ class SelfDiffusion:
 
         with torch.no_grad():
             x_like = op.adjoint(y)
+        if x_true is not None and x_true.shape != x_like.shape:
+            raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are {tuple(x_like.shape)}")
         layout = _Layout(x_like)
         B = y.shape[0]
 
@@ -294,7 +294,7 @@ class SelfDiffusion:
                 num = torch.linalg.vector_norm(bnet(torch.stack(z0).to(dev, dtype)).flatten(1), dim=1)
                 den = torch.linalg.vector_norm(layout.to_net(x_like).flatten(1), dim=1).to(dtype)
                 scale = num / den.clamp_min(torch.finfo(dtype).tiny)
-            y = y * _bcast(scale, y).to(y.dtype)
+            y = y * per_problem(scale, y).to(y.dtype)
 
         graphed = self.use_graph if self.use_graph is not None else on_cuda
         # Capturable Adam on every CUDA run, so the eager and the graphed path do the same arithmetic.
@@ -341,11 +341,8 @@ class SelfDiffusion:
         ``loss``, ``sigma``, ``level`` (and ``psnr``); returning True stops early.
         """
         t_start = time.perf_counter()
-        run = self.prepare(y, op)
+        run = self.prepare(y, op, x_true=x_true)
         cfg, dev, inner, T, K = run.cfg, run.device, run.inner, int(run.cfg["T"]), int(run.cfg["K"])
-        if x_true is not None and x_true.shape != run.x_like.shape:
-            raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are "
-                             f"{tuple(run.x_like.shape)}")
         history: dict[str, list[float]] = {"level_loss": [], "sigma": []}
         if x_true is not None:
             history["psnr"] = []
@@ -424,4 +421,4 @@ class SDIRun:
 
     def current(self) -> torch.Tensor:
         """x̂ in the operator's layout, measurement scaling undone."""
-        return self.layout.from_net(self.inner.x_hat.detach()) / _bcast(self.scale, self.x_like)
+        return self.layout.from_net(self.inner.x_hat.detach()) / per_problem(self.scale, self.x_like)
