@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cases import make_net
+from benchmarks.cases import make_net, target_entry
 from fastsd.data import mri_slice
 from fastsd.metrics import magnitude, psnr
 from fastsd.ops.coils import birdcage_maps
@@ -236,10 +236,6 @@ def targets(results: list[dict]) -> dict:
     def find(name):
         return next((r for r in results if r["name"] == name and "median_s" in r), None)
 
-    def entry(value, threshold, op):
-        ok = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
-        return dict(value=value, threshold=threshold, rule=op, **{"pass": ok})
-
     out = {}
     for case in CASES:
         off = find(f"anchor/{case}/official")
@@ -251,20 +247,20 @@ def targets(results: list[dict]) -> dict:
             if off and fs:
                 delta = fs["psnr_mean"] - off["psnr_mean"]
             suffix = "" if impl == "fastsd-fastest" else f"/{impl}"
-            out[f"solve_speedup_vs_official[{case}{suffix}]"] = entry(speed, 8.0, ">=")
-            out[f"solve_psnr_delta_vs_official[{case}{suffix}]"] = entry(delta, -0.5, ">=")
+            out[f"solve_speedup_vs_official[{case}{suffix}]"] = target_entry(speed, 8.0, ">=")
+            out[f"solve_psnr_delta_vs_official[{case}{suffix}]"] = target_entry(delta, -0.5, ">=")
         dflt, fast = find(f"anchor/{case}/fastsd-default"), find(f"anchor/{case}/fastsd-fastest")
         if dflt and fast:
-            out[f"solve_psnr_delta_vs_fastsd_fp32[{case}]"] = entry(fast["psnr_mean"] - dflt["psnr_mean"], -0.3, ">=")
+            out[f"solve_psnr_delta_vs_fastsd_fp32[{case}]"] = target_entry(fast["psnr_mean"] - dflt["psnr_mean"], -0.3, ">=")
     steps = [r for r in results if r["name"].startswith("levers/mri-320x320-16coil/") and "median_s" in r]
     if steps:
         best = min(steps, key=lambda r: r["median_s"])
-        out["step_ms[mri-320x320-16coil/unet-paper]"] = dict(entry(1e3 * best["median_s"], 2.0, "<="),
+        out["step_ms[mri-320x320-16coil/unet-paper]"] = dict(target_entry(1e3 * best["median_s"], 2.0, "<="),
                                                               lever=best["name"].rsplit("/", 1)[1])
     vol = next((r for r in results if r["name"].startswith("volume/mri-320x320-16coil/B") and "volume_speedup" in r),
                None)
     if vol:
-        out[f"volume_speedup[mri-320x320-16coil/B{vol['params']['B']}]"] = entry(vol["volume_speedup"], 1.5, ">=")
+        out[f"volume_speedup[mri-320x320-16coil/B{vol['params']['B']}]"] = target_entry(vol["volume_speedup"], 1.5, ">=")
     return out
 
 

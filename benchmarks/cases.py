@@ -40,6 +40,13 @@ _ops = torch.ops.fastsd
 NETS = ("unet-paper", "unet-small")
 
 
+def target_entry(value, threshold: float, rule: str) -> dict:
+    """One named target of the results JSON: the measured value (None: not measured), its rule and
+    whether it passes (None when unmeasured)."""
+    ok = None if value is None else (value >= threshold if rule == ">=" else value <= threshold)
+    return dict(value=value, threshold=threshold, rule=rule, **{"pass": ok})
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -498,21 +498,17 @@ def evaluate_targets(results: list[dict], device_name: str) -> dict:
     """The issue's H100 targets, evaluated with this run's measurements (pass = None if unmeasured)."""
     out = {"note": f"targets are stated for an H100; evaluated here on {device_name} with the measured values"}
 
-    def entry(value, threshold, op):
-        ok = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
-        return dict(value=value, threshold=threshold, rule=op, **{"pass": ok})
-
     for r in results:
         if "median_s" not in r:
             continue
         name, prm = r["name"], r["params"]
         if r["section"] == "step" and prm.get("mode") == "fused-graph":
             if prm.get("C") == 1:
-                out[f"step_graph_speedup_vs_reference_eager[{name}]"] = entry(
+                out[f"step_graph_speedup_vs_reference_eager[{name}]"] = cases.target_entry(
                     r.get("speedup_vs_reference_eager"), TARGETS["step_speedup"], ">=")
-            out[f"non_network_share[{name}]"] = entry(r.get("non_network_share"), TARGETS["non_network_share"], "<=")
+            out[f"non_network_share[{name}]"] = cases.target_entry(r.get("non_network_share"), TARGETS["non_network_share"], "<=")
         if r["section"] == "ops" and name.endswith("/fill/fused"):
-            out[f"bandwidth_fraction[{name}]"] = entry(r.get("frac_copy_bw"), TARGETS["bandwidth_fraction"], ">=")
+            out[f"bandwidth_fraction[{name}]"] = cases.target_entry(r.get("frac_copy_bw"), TARGETS["bandwidth_fraction"], ">=")
     out.update(anchor.targets(results))
     return out
 
