@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["per_problem", "dc_weight"]
+__all__ = ["per_problem", "dc_weight", "capturing"]
 
 
 def per_problem(v, like: torch.Tensor):
@@ -22,3 +22,9 @@ def dc_weight(lam: float) -> float:
     ``(1 - w M) k + w M y``; ``lam = inf`` gives ``w = 1`` (hard replacement)."""
     lam = float(lam)
     return 1.0 if math.isinf(lam) else lam / (1.0 + lam)
+
+
+def capturing(t: torch.Tensor) -> bool:
+    """True while ``t``'s CUDA stream is being captured into a graph: host syncs, checks that read
+    values and fresh allocations must be skipped then (the graph was validated eagerly)."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()

@@ -14,13 +14,11 @@ All denoisers take ``x`` in the solvers' network layout (real ``(B, C, *spatial)
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fastsd.solvers.diffusion import EDMPrecond, from_net, sigma_tensor, to_net
+from fastsd.solvers.diffusion import EDMPrecond, sigma_tensor
+from fastsd.solvers.layout import from_net, to_net
 
 __all__ = [
     "GaussianPriorDenoiser",

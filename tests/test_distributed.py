@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from fastsd import distributed as fdist
 from fastsd.cli import main

@@ -11,12 +11,12 @@ from fastsd.api import solve
 from fastsd.data import mri_slice
 from fastsd.functional.noise import noisy_input
 from fastsd.metrics import magnitude, psnr
-from fastsd.testing import MaskOp
 from fastsd.ops.masks import equispaced_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix
 from fastsd.ops.mri import MRI
 from fastsd.solvers.schedules import linear_betas, sdi_sigmas
 from fastsd.solvers.sdi import SelfDiffusion, fourier_l1, total_variation
+from fastsd.testing import MaskOp
 
 # -- schedule ----------------------------------------------------------------------------------
 

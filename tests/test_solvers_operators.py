@@ -16,7 +16,7 @@ from fastsd.ops.masks import equispaced_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix
 from fastsd.ops.mri import MRI
 from fastsd.priors import GaussianPriorDenoiser
-from fastsd.solvers.diffusion import to_net
+from fastsd.solvers.layout import to_net
 
 S = 16  # image side
 

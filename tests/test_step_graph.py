@@ -7,8 +7,8 @@ import torch
 from fastsd.functional.noise import noisy_input
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.nets import UNet
-from fastsd.testing import MaskOp
 from fastsd.solvers.sdi import SelfDiffusion
+from fastsd.testing import MaskOp
 
 
 def _problem(B=2, C=2, H=16, W=16, seed=0):
@@ -115,7 +115,7 @@ def test_step_graph_cpu_rules():
     assert len(calls) == 4 and g.steps_run == 4
     with pytest.raises(ValueError, match="n must be"):
         g.run(-1)
-    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+    with pytest.raises(ValueError, match="use_graph=True needs a CUDA device"):
         StepGraph(lambda: None, "cpu", use_graph=True)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
-from fastsd._utils import per_problem
+from fastsd._utils import capturing, per_problem
 from fastsd.reference import fidelity as _ref
 
 __all__ = ["masked_fidelity", "residual_loss"]
@@ -89,7 +89,7 @@ def _check(x, y, mask, validate: bool) -> None:
         if not ok:
             raise ValueError(f"mask of shape {tuple(mask.shape)} cannot be broadcast to x's shape {tuple(x.shape)}")
     check_same_device(x=x, y=y, mask=mask)
-    if validate and not (y.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if validate and not capturing(y):
         check_finite("y", y)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
-from fastsd._utils import per_problem
+from fastsd._utils import capturing, per_problem
 from fastsd.reference import noise as _ref
 
 __all__ = ["noisy_input", "gaussian_noise"]
@@ -73,10 +73,6 @@ def _(like, seed, step):
     return like.new_empty(_ref.noise_shape(like), dtype=torch.float32)
 
 
-def _capturing(t: torch.Tensor) -> bool:
-    return t.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
 def _check_counter(name: str, t, x: torch.Tensor, per_problem: bool = False) -> torch.Tensor:
     """Check an int64 RNG counter/key tensor on x's device; returns it as 0-d, or (B,) when
     ``per_problem`` allows one value per problem."""
@@ -97,7 +93,7 @@ def _check_per_problem(name: str, t, x: torch.Tensor, validate: bool) -> None:
     check_same_device(x=x, **{name: t})
     if not (t.ndim == 0 or (t.ndim == 1 and t.shape[0] == x.shape[0])):
         raise ValueError(f"{name} must be 0-d or have shape ({x.shape[0]},) (one per problem), got {tuple(t.shape)}")
-    if validate and not _capturing(t):
+    if validate and not capturing(t):
         check_finite(name, t)
 
 

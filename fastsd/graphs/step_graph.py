@@ -21,23 +21,28 @@ Three pieces:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from fastsd.functional.noise import noisy_input
+from fastsd.profiling import nvtx_range
 
-try:
-    from fastsd.profiling import nvtx_range
-except ImportError:  # pragma: no cover - profiling is optional
-    def nvtx_range(name, color="blue"):
-        return contextlib.nullcontext()
+__all__ = ["BatchedNet", "SDIStep", "StepGraph", "graph_enabled", "graph_safe_adam"]
 
-__all__ = ["BatchedNet", "SDIStep", "StepGraph"]
+
+def graph_enabled(use_graph: bool | None, device: torch.device | str) -> bool:
+    """The one rule for whether a step is CUDA-graphed: ``use_graph=None`` means exactly on CUDA
+    devices; ``use_graph=True`` on any other device is an error."""
+    device = torch.device(device)
+    if use_graph is None:
+        return device.type == "cuda"
+    if use_graph and device.type != "cuda":
+        raise ValueError(f"use_graph=True needs a CUDA device, got {device}")
+    return bool(use_graph)
 
 
 def graph_safe_adam(params, lr: float, device) -> torch.optim.Adam:
@@ -144,14 +149,6 @@ class BatchedNet(nn.Module):
             outs.append(self._one(p, b, x[i]))
         return torch.stack(outs)
 
-    def unbatched(self, index: int, like: nn.Module) -> nn.Module:
-        """A copy of ``like`` (same architecture) holding problem ``index``'s current weights."""
-        net = copy.deepcopy(like)
-        replace_all_batch_norm_modules_(net)
-        net.load_state_dict({k: v[index].detach() for k, v in {**self.params, **self.buffers_}.items()},
-                            strict=False)
-        return net.to(next(iter(self.params.values())).device)
-
 
 class SDIStep:
     """One inner self-diffusion step for B problems; call it with no arguments.
@@ -248,10 +245,7 @@ class StepGraph:
     def __init__(self, fn: Callable[[], object], device: torch.device | str, *, use_graph: bool | None = None,
                  warmup: int = 3, cudnn_benchmark: bool = False):
         device = torch.device(device)
-        if use_graph is None:
-            use_graph = device.type == "cuda"
-        if use_graph and device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+        use_graph = graph_enabled(use_graph, device)
         if warmup < 1 and use_graph:
             raise ValueError("warmup must be >= 1 before capturing a CUDA graph")
         self.fn, self.device, self.use_graph, self.warmup = fn, device, use_graph, warmup

@@ -86,7 +86,7 @@ class UNet(nn.Module):
         init_weights(self, generator=None if seed is None else torch.Generator().manual_seed(seed))
 
     @classmethod
-    def small(cls, in_channels: int, out_channels: int, width: int = 8, depth: int = 4, **kw) -> "UNet":
+    def small(cls, in_channels: int, out_channels: int, width: int = 8, depth: int = 4, **kw) -> UNet:
         """A CPU-sized U-Net (width 8, 4 levels: about 0.35 M parameters)."""
         return cls(in_channels, out_channels, width=width, depth=depth, **kw)
 

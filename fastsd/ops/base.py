@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fastsd._checks import check_finite, check_shape
-from fastsd._utils import per_problem
+from fastsd._utils import capturing, per_problem
 
 __all__ = ["LinearOperator", "CheckedOperator", "DiagonalOperator", "batch_dot", "conjugate_gradient",
            "check_measurement_finite", "as_gamma"]
@@ -153,7 +153,7 @@ def check_measurement_finite(op: nn.Module, name: str, y: torch.Tensor) -> None:
     Solvers pass the same ``y`` at every iteration; re-checking would cost a host sync per step
     and cannot run inside a CUDA graph capture (skipped there: the graph was validated eagerly).
     """
-    if y.is_cuda and torch.cuda.is_current_stream_capturing():
+    if capturing(y):
         return
     seen = getattr(op, "_finite_seen", None)
     if seen is not None and seen[0]() is y and seen[1] == y._version:

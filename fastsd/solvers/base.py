@@ -1,8 +1,8 @@
 """What every solver shares: the result type, the registry behind ``fastsd.solve(method=...)``."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

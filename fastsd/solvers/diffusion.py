@@ -2,13 +2,12 @@
 
 * Problem set-up: :class:`Problem` checks ``y`` against the operator, fixes device/dtype and a
   seeded generator, and converts between the operator's image layout and the *network layout*
-  (real ``(B, C, *spatial)`` with one or two spatial dims; complex images become 2 real channels).
+  (:mod:`fastsd.solvers.layout`, the same conversion SDI uses; one or two spatial dims here).
   Denoisers ``D(x, sigma)`` and networks always see the network layout.
-* DDPM/DDIM schedules (linear betas 1e-4..0.02 over T = 1000), the VP <-> VE conversion
-  ``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` that lets a ``D(x, sigma)`` denoiser drive a VP
-  sampler, and the DDIM step (``eta = 1`` is the DDPM ancestral step).
-* EDM: the Karras sigma schedule and the ``c_skip/c_out/c_in/c_noise`` preconditioning that turns a
-  raw network ``F(x_in, c_noise)`` into a denoiser ``D(x, sigma)``.
+* The DDIM step (``eta = 1`` is the DDPM ancestral step) and denoising a VP state with a
+  ``D(x, sigma)`` denoiser (schedules: :mod:`fastsd.solvers.schedules`).
+* EDM: the ``c_skip/c_out/c_in/c_noise`` preconditioning that turns a raw network
+  ``F(x_in, c_noise)`` into a denoiser ``D(x, sigma)``.
 * ES-WMV early stopping (running variance of the outputs over a window, with patience).
 * :func:`run_steps`: repeat a fixed step through :class:`fastsd.graphs.step_graph.StepGraph`
   (CUDA-graph replays on CUDA, a plain loop on CPU), with an optional per-step host hook.
@@ -18,30 +17,26 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import numpy as np
 import torch
 from torch import nn
 
 from fastsd._checks import check_finite, check_problem
 from fastsd.graphs.step_graph import StepGraph
+from fastsd.solvers.layout import NetLayout, from_net, to_net
+from fastsd.solvers.schedules import ve_sigma
 
 __all__ = [
     "Problem",
     "to_net",
     "from_net",
-    "ddpm_alpha_bar",
-    "respaced_timesteps",
-    "ve_sigma",
     "denoise_vp",
     "ddim_step",
-    "karras_sigmas",
     "sigma_tensor",
     "edm_coefficients",
     "EDMPrecond",
     "ESWMV",
     "call_denoiser",
     "run_steps",
-    "graph_enabled",
 ]
 
 REAL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -49,24 +44,6 @@ REAL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 # ---------------------------------------------------------------------------------------------
 # problem set-up and layouts
-
-
-def to_net(x: torch.Tensor) -> torch.Tensor:
-    """Image -> real network layout (see :class:`Problem`)."""
-    if x.ndim == 2:
-        x = x.unsqueeze(1)
-    if x.is_complex():
-        x = torch.view_as_real(x).movedim(-1, 2).flatten(1, 2)
-    return x
-
-
-def from_net(u: torch.Tensor, image_shape, image_dtype: torch.dtype) -> torch.Tensor:
-    """Inverse of :func:`to_net` for images of per-problem shape ``image_shape`` and dtype ``image_dtype``."""
-    shape = (u.shape[0],) + tuple(image_shape)
-    if image_dtype.is_complex:
-        u = u.unflatten(1, (u.shape[1] // 2, 2)).movedim(2, -1).to(image_dtype.to_real()).contiguous()
-        return torch.view_as_complex(u).reshape(shape)
-    return u.reshape(shape).to(image_dtype)
 
 
 class Problem:
@@ -88,29 +65,28 @@ class Problem:
         check_finite("y", y)
         with torch.no_grad():
             x_like = op.adjoint(y)
-        if x_like.ndim < 2 or x_like.ndim > 4:
+        if x_like.ndim > 4:
             raise ValueError(f"images must be (B, n), (B, C, n) or (B, C, H, W); op.adjoint(y) has shape {tuple(x_like.shape)}")
+        self.layout = NetLayout(x_like)
         self.complex = x_like.is_complex()
         real = x_like.real.dtype if self.complex else x_like.dtype
         self.dtype = dtype if dtype is not None else (real if real in (torch.float32, torch.float64) else torch.float32)
         if self.dtype not in REAL_DTYPES:
             raise ValueError(f"dtype must be a real floating dtype, got {self.dtype}")
         self.op, self.y = op, y
-        self.image_shape = tuple(x_like.shape)
-        self.image_dtype = x_like.dtype
         self.batch = x_like.shape[0]
         self.seed = int(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.net_shape = tuple(self.to_net(x_like).shape)
+        self.net_shape = self.layout.net_shape
 
     # -- layouts --------------------------------------------------------------------------------
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
         """Image layout -> real network layout in the solver dtype."""
-        return to_net(x).to(self.dtype)
+        return self.layout.to_net(x).to(self.dtype)
 
     def from_net(self, u: torch.Tensor) -> torch.Tensor:
         """Network layout -> the operator's image layout and dtype."""
-        return from_net(u, self.image_shape[1:], self.image_dtype)
+        return self.layout.from_net(u)
 
     # -- operator in network layout ---------------------------------------------------------
     def fidelity(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,27 +147,6 @@ def seeded_module(factory, seed: int, device, dtype) -> nn.Module:
 # DDPM / DDIM
 
 
-def ddpm_alpha_bar(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    """``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` for linear betas, float64 of shape (T,)."""
-    if int(T) != T or T < 1:
-        raise ValueError(f"T must be a positive integer, got {T!r}")
-    if not (0 < beta_start <= beta_end < 1):
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    return np.cumprod(1.0 - np.linspace(beta_start, beta_end, int(T), dtype=np.float64))
-
-
-def respaced_timesteps(T: int, steps: int) -> list[int]:
-    """``steps`` timesteps ``k * (T // steps)``, largest first (3 of 1000 -> 666, 333, 0)."""
-    if int(steps) != steps or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
-    return [k * (T // steps) for k in range(int(steps))][::-1]
-
-
-def ve_sigma(alpha_bar: float) -> float:
-    """Noise level of ``x_t / sqrt(alpha_bar)`` for a VP state ``x_t``."""
-    return math.sqrt((1.0 - alpha_bar) / alpha_bar)
-
-
 def denoise_vp(denoiser, x_t: torch.Tensor, alpha_bar: float) -> torch.Tensor:
     """``x0_hat`` from a VP state: ``D(x_t / sqrt(alpha_bar), sigma)``."""
     return call_denoiser(denoiser, x_t / math.sqrt(alpha_bar), ve_sigma(alpha_bar))
@@ -215,18 +170,6 @@ def ddim_step(x_t, x0_hat, ab_t: float, ab_prev: float, eta: float = 0.0, noise=
 
 # ---------------------------------------------------------------------------------------------
 # EDM
-
-
-def karras_sigmas(n: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
-    """EDM noise levels ``(σmax^(1/ρ) + i/(n−1) (σmin^(1/ρ) − σmax^(1/ρ)))^ρ``, largest first."""
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not 0 < sigma_min <= sigma_max:
-        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
-    if n == 1:
-        return [float(sigma_max)]
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return [float((a + i / (n - 1) * (b - a)) ** rho) for i in range(int(n))]
 
 
 def sigma_tensor(sigma, dtype, device) -> torch.Tensor:
@@ -357,15 +300,6 @@ def check_count(**values) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # repeating a fixed step
-
-
-def graph_enabled(use_graph: bool | None, device: torch.device) -> bool:
-    """``use_graph=None`` means: CUDA graphs exactly on CUDA devices."""
-    if use_graph is None:
-        return device.type == "cuda"
-    if use_graph and device.type != "cuda":
-        raise ValueError(f"use_graph=True needs a CUDA device, got {device}")
-    return bool(use_graph)
 
 
 def run_steps(step, n: int, device, *, use_graph: bool, warmup: int = 3, hook=None) -> int:

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from fastsd.functional.noise import gaussian_noise
-from fastsd.graphs.step_graph import BatchedNet, graph_safe_adam
+from fastsd.graphs.step_graph import BatchedNet, graph_enabled, graph_safe_adam
 from fastsd.nets.skip import SkipNet, max_depth
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.ddgm import initial_estimate
-from fastsd.solvers.diffusion import ESWMV, SeedSolver, check_count, check_positive, graph_enabled, run_steps
+from fastsd.solvers.diffusion import ESWMV, SeedSolver, check_count, check_positive, run_steps
 
 __all__ = ["DIP", "ASeqDIP"]
 

@@ -17,16 +17,8 @@ import time
 import torch
 
 from fastsd.solvers.base import Callback, SolveResult, register_solver
-from fastsd.solvers.diffusion import (
-    SeedSolver,
-    check_count,
-    check_positive,
-    ddim_step,
-    ddpm_alpha_bar,
-    denoise_vp,
-    notify,
-    respaced_timesteps,
-)
+from fastsd.solvers.diffusion import SeedSolver, check_count, check_positive, ddim_step, denoise_vp, notify
+from fastsd.solvers.schedules import ddpm_alpha_bar, respaced_timesteps
 
 __all__ = ["DPS"]
 

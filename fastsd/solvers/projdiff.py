@@ -31,16 +31,8 @@ import time
 import torch
 
 from fastsd.solvers.base import Callback, SolveResult, register_solver
-from fastsd.solvers.diffusion import (
-    SeedSolver,
-    call_denoiser,
-    check_count,
-    check_positive,
-    ddpm_alpha_bar,
-    notify,
-    respaced_timesteps,
-    ve_sigma,
-)
+from fastsd.solvers.diffusion import SeedSolver, call_denoiser, check_count, check_positive, notify
+from fastsd.solvers.schedules import ddpm_alpha_bar, respaced_timesteps, ve_sigma
 
 __all__ = ["ProjDiff"]
 

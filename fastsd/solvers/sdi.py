@@ -35,11 +35,12 @@ from torch import nn
 
 from fastsd._checks import check_problem
 from fastsd._utils import per_problem
-from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
+from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_enabled, graph_safe_adam
 from fastsd.nets.fused import fuse_bn_relu
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
 from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
+from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import sdi_sigmas
 
 __all__ = ["SelfDiffusion", "PRESETS", "total_variation", "fourier_l1"]
@@ -71,35 +72,6 @@ def fourier_l1(x: torch.Tensor) -> torch.Tensor:
     """Σ|FFT(x_b)| over each flattened problem (smoothed: sqrt(|·|² + 1e-10)), shape (B,)."""
     f = torch.fft.fft(x.reshape(x.shape[0], -1), dim=1)
     return torch.sqrt(f.real**2 + f.imag**2 + 1e-10).sum(1)
-
-
-class _Layout:
-    """Operator image layout <-> network layout (real, (B, C, H, W) or (B, C, n))."""
-
-    def __init__(self, like: torch.Tensor):
-        self.is_complex = like.is_complex()
-        self.add_channel = like.ndim == 2  # (B, n) vectors get a channel dim
-        shape = like.shape[:1] + (1,) + like.shape[1:] if self.add_channel else like.shape
-        if len(shape) not in (3, 4, 5):
-            raise ValueError(f"SDI supports unknowns of shape (B, n), (B, C, n), (B, C, H, W) or (B, C, D, H, W); "
-                             f"got {tuple(like.shape)}")
-        self.channels = shape[1]
-        self.net_shape = (shape[0], 2 * shape[1] if self.is_complex else shape[1]) + tuple(shape[2:])
-        self.spatial_dims = len(shape) - 2
-
-    def to_net(self, x: torch.Tensor) -> torch.Tensor:
-        if self.add_channel:
-            x = x.unsqueeze(1)
-        if self.is_complex:
-            x = torch.view_as_real(x).movedim(-1, 2).flatten(1, 2)
-        return x
-
-    def from_net(self, z: torch.Tensor) -> torch.Tensor:
-        if self.is_complex:
-            z = torch.view_as_complex(z.unflatten(1, (self.channels, 2)).movedim(2, -1).contiguous())
-        if self.add_channel:
-            z = z.squeeze(1)
-        return z
 
 
 @register_solver("sdi")
@@ -234,7 +206,7 @@ class SelfDiffusion:
                    seed=self.seed, small=self.small, shared_net=self.shared_net, precision=self.precision)
         return cfg
 
-    def _make_net(self, layout: _Layout, cfg: dict, gen: torch.Generator, fused: bool) -> nn.Module:
+    def _make_net(self, layout: NetLayout, cfg: dict, gen: torch.Generator, fused: bool) -> nn.Module:
         if self.net is not None:
             net = copy.deepcopy(self.net)
         else:
@@ -272,7 +244,7 @@ class SelfDiffusion:
             x_like = op.adjoint(y)
         if x_true is not None and x_true.shape != x_like.shape:
             raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are {tuple(x_like.shape)}")
-        layout = _Layout(x_like)
+        layout = NetLayout(x_like)
         B = y.shape[0]
 
         # Per-problem initial draws (CPU generators: identical on every device).
@@ -296,7 +268,7 @@ class SelfDiffusion:
                 scale = num / den.clamp_min(torch.finfo(dtype).tiny)
             y = y * per_problem(scale, y).to(y.dtype)
 
-        graphed = self.use_graph if self.use_graph is not None else on_cuda
+        graphed = graph_enabled(self.use_graph, dev)
         # Capturable Adam on every CUDA run, so the eager and the graphed path do the same arithmetic.
         opt = graph_safe_adam(bnet.parameters(), float(cfg["lr"]), dev)
         sigmas = sdi_sigmas(T, cfg["beta_start"], cfg["beta_end"], cfg["schedule_factor"], device=dev, dtype=dtype)
@@ -403,7 +375,7 @@ class SDIRun:
 
     cfg: dict
     device: torch.device
-    layout: _Layout
+    layout: NetLayout
     x_like: torch.Tensor
     net: BatchedNet
     scale: torch.Tensor

@@ -30,6 +30,7 @@ import time
 import torch
 from torch import nn
 
+from fastsd.graphs.step_graph import graph_enabled
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.ddgm import check_init, initial_estimate
 from fastsd.solvers.diffusion import (
@@ -39,10 +40,9 @@ from fastsd.solvers.diffusion import (
     call_denoiser,
     check_count,
     check_positive,
-    graph_enabled,
-    karras_sigmas,
     run_steps,
 )
+from fastsd.solvers.schedules import karras_sigmas
 
 __all__ = ["DiffUnfolding"]
 
