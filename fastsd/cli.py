@@ -513,7 +513,7 @@ def _run_solver(method: str, y, op, kw: dict, truth: np.ndarray | None, show: Ca
 
 def _check_denoiser_channels(method: str, denoiser, y, op, task_name: str) -> None:
     """The denoiser must see images with its own channel count (network layout: complex = 2 channels)."""
-    from fastsd.solvers.diffusion import to_net
+    from fastsd.solvers.layout import to_net
 
     with torch.no_grad():
         c = to_net(op.adjoint(y)).shape[1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastsd.solvers.diffusion import EDMPrecond, sigma_tensor
+from fastsd.solvers.edm import EDMPrecond, sigma_tensor
 from fastsd.solvers.layout import from_net, to_net
 
 __all__ = [

@@ -8,8 +8,8 @@ from fastsd.metrics import psnr
 from fastsd.nets.skip import SkipNet, max_depth
 from fastsd.ops.image import Denoise, Inpainting, random_pixel_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix
-from fastsd.solvers.diffusion import ESWMV
 from fastsd.solvers.dip import DIP, ASeqDIP
+from fastsd.solvers.early_stopping import ESWMV
 
 NET = dict(width=8, depth=2, skip_channels=2)
 

@@ -6,35 +6,27 @@
   Denoisers ``D(x, sigma)`` and networks always see the network layout.
 * The DDIM step (``eta = 1`` is the DDPM ancestral step) and denoising a VP state with a
   ``D(x, sigma)`` denoiser (schedules: :mod:`fastsd.solvers.schedules`).
-* EDM: the ``c_skip/c_out/c_in/c_noise`` preconditioning that turns a raw network
-  ``F(x_in, c_noise)`` into a denoiser ``D(x, sigma)``.
-* ES-WMV early stopping (running variance of the outputs over a window, with patience).
+* :class:`SeedSolver` (seed, device, dtype) and the argument checks every solver uses.
 * :func:`run_steps`: repeat a fixed step through :class:`fastsd.graphs.step_graph.StepGraph`
   (CUDA-graph replays on CUDA, a plain loop on CPU), with an optional per-step host hook.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import torch
 from torch import nn
 
 from fastsd._checks import check_finite, check_problem
 from fastsd.graphs.step_graph import StepGraph
-from fastsd.solvers.layout import NetLayout, from_net, to_net
+from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import ve_sigma
 
 __all__ = [
     "Problem",
-    "to_net",
-    "from_net",
+    "SeedSolver",
     "denoise_vp",
     "ddim_step",
-    "sigma_tensor",
-    "edm_coefficients",
-    "EDMPrecond",
-    "ESWMV",
     "call_denoiser",
     "run_steps",
 ]
@@ -166,89 +158,6 @@ def ddim_step(x_t, x0_hat, ab_t: float, ab_prev: float, eta: float = 0.0, noise=
             raise ValueError("ddim_step with eta > 0 needs noise")
         out = out + math.sqrt(var) * noise
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# EDM
-
-
-def sigma_tensor(sigma, dtype, device) -> torch.Tensor:
-    """``sigma`` (a number or a tensor) as a 1D tensor on ``device``. A number becomes a device
-    fill, not a host-to-device copy, so a denoiser call stays legal inside a CUDA graph capture."""
-    if isinstance(sigma, torch.Tensor):
-        return sigma.to(dtype=dtype, device=device).reshape(-1)
-    return torch.full((1,), float(sigma), dtype=dtype, device=device)
-
-
-def edm_coefficients(sigma, sigma_data: float = 0.5):
-    """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` for noise level ``sigma``."""
-    sigma = torch.as_tensor(sigma)
-    s2 = sigma**2 + sigma_data**2
-    return sigma_data**2 / s2, sigma * sigma_data / s2.sqrt(), 1 / s2.sqrt(), sigma.log() / 4
-
-
-class EDMPrecond(nn.Module):
-    """``D(x, σ) = c_skip x + c_out F(c_in x, c_noise)`` around a raw network ``F(x_in, c_noise)``
-    (``c_noise`` has shape (B,)); ``sigma_data = 0.5`` as in EDM."""
-
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
-        super().__init__()
-        self.net, self.sigma_data = net, float(sigma_data)
-
-    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        sigma = sigma_tensor(sigma, x.dtype, x.device)
-        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
-        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
-        view = (-1,) + (1,) * (x.ndim - 1)
-        return c_skip.view(view) * x + c_out.view(view) * self.net(c_in.view(view) * x, c_noise)
-
-
-# ---------------------------------------------------------------------------------------------
-# ES-WMV
-
-
-class ESWMV:
-    """Early stopping by windowed moving variance (ES-WMV), per problem of the batch.
-
-    ``update(x)`` appends the current output; once ``window`` outputs are stored it computes
-    ``VAR = mean_w ‖x_w − mean(x)‖² / numel`` per problem and remembers the output with the lowest
-    VAR seen so far (``best``, taken at the end of that window). ``update`` returns True when every
-    problem has gone ``patience`` updates without a new minimum.
-    """
-
-    def __init__(self, window: int = 100, patience: int = 1000):
-        if int(window) != window or window < 2:
-            raise ValueError(f"window must be an integer >= 2, got {window!r}")
-        if int(patience) != patience or patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {patience!r}")
-        self.window, self.patience = int(window), int(patience)
-        self.buf: deque = deque(maxlen=self.window)
-        self.best = None  # (B, ...) output at the lowest variance
-        self.best_var = None  # (B,)
-        self.best_iter = None  # (B,) update index of the best output
-        self.since_best = None  # (B,)
-        self.count = 0
-
-    def update(self, x: torch.Tensor) -> bool:
-        x = x.detach()
-        self.buf.append(x.clone())
-        self.count += 1
-        if len(self.buf) < self.window:
-            return False
-        stack = torch.stack(tuple(self.buf))  # (W, B, ...)
-        var = (stack - stack.mean(0)).pow(2).reshape(self.window, x.shape[0], -1).mean(2).mean(0)
-        if self.best is None:
-            self.best, self.best_var = x.clone(), var
-            self.best_iter = torch.full_like(var, self.count - 1)
-            self.since_best = torch.zeros_like(var)
-            return False
-        better = var < self.best_var
-        view = (-1,) + (1,) * (x.ndim - 1)
-        self.best = torch.where(better.view(view), x, self.best)
-        self.best_var = torch.where(better, var, self.best_var)
-        self.best_iter = torch.where(better, torch.full_like(var, self.count - 1), self.best_iter)
-        self.since_best = torch.where(better, torch.zeros_like(var), self.since_best + 1)
-        return bool((self.since_best >= self.patience).all())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from fastsd.graphs.step_graph import BatchedNet, graph_enabled, graph_safe_adam
 from fastsd.nets.skip import SkipNet, max_depth
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.ddgm import initial_estimate
-from fastsd.solvers.diffusion import ESWMV, SeedSolver, check_count, check_positive, run_steps
+from fastsd.solvers.diffusion import SeedSolver, check_count, check_positive, run_steps
+from fastsd.solvers.early_stopping import ESWMV
 
 __all__ = ["DIP", "ASeqDIP"]
 

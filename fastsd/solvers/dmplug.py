@@ -17,8 +17,9 @@ import torch
 
 from fastsd.graphs.step_graph import graph_enabled, graph_safe_adam
 from fastsd.solvers.base import Callback, SolveResult, register_solver
-from fastsd.solvers.diffusion import ESWMV, SeedSolver, check_count, check_positive, ddim_step, denoise_vp, run_steps
+from fastsd.solvers.diffusion import SeedSolver, check_count, check_positive, ddim_step, denoise_vp, run_steps
 from fastsd.solvers.dip import _Trace
+from fastsd.solvers.early_stopping import ESWMV
 from fastsd.solvers.schedules import ddpm_alpha_bar, respaced_timesteps
 
 __all__ = ["DMPlug"]

@@ -33,15 +33,8 @@ from torch import nn
 from fastsd.graphs.step_graph import graph_enabled
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.ddgm import check_init, initial_estimate
-from fastsd.solvers.diffusion import (
-    EDMPrecond,
-    Problem,
-    SeedSolver,
-    call_denoiser,
-    check_count,
-    check_positive,
-    run_steps,
-)
+from fastsd.solvers.diffusion import Problem, SeedSolver, call_denoiser, check_count, check_positive, run_steps
+from fastsd.solvers.edm import EDMPrecond
 from fastsd.solvers.schedules import karras_sigmas
 
 __all__ = ["DiffUnfolding"]
