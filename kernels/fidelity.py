@@ -13,13 +13,13 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsd.kernels.utils import BLOCK, batch_layout, block_coords, is_big, is_flat, strided_offsets
+from fastsd.kernels.utils import BLOCK, batch_layout, block_coords, has, is_big, is_flat, output, strided_offsets
 from fastsd.reference.fidelity import accumulate_dtype
 
 __all__ = ["masked_fidelity", "BLOCK"]
 
 
-@triton.heuristics({"HAS_MASK": lambda args: args["m_ptr"] is not None, "FLAT": is_flat, "BIG": is_big})
+@triton.heuristics({"HAS_MASK": has("m_ptr"), "FLAT": is_flat, "BIG": is_big})
 @triton.jit
 def _masked_fidelity_kernel(
     x_ptr, y_ptr, m_ptr, g_ptr, part_ptr,
@@ -56,10 +56,7 @@ def masked_fidelity(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None 
     """
     B = x.shape[0]
     n_per = x.numel() // B if B else 0
-    if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {tuple(x.shape)}")
+    out = output(out, x.shape, x.dtype, x.device)
     acc = accumulate_dtype(x)
     if B == 0 or n_per == 0:
         return torch.zeros(B, dtype=acc, device=x.device), out

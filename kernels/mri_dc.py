@@ -10,13 +10,16 @@ kernels (valid for odd sizes too), so no shifted copies are materialised:
 * :func:`post_fft`  reads the unshifted spectrum ``K`` and the mask / measurement at the centred
   index. Modes: ``"forward"`` (centred ``M K``), ``"residual"`` (unshifted ``M (K - y)`` plus
   per-block partial sums of ``|r|^2`` per problem), ``"dc"`` (unshifted ``K + w M (y - K)`` with
-  ``w = lam / (1 + lam)``, ``w = 1`` for hard replacement), ``"adjoint"`` (unshifted ``M y``, the
-  input of A^H).
+  ``w = dc_weight(lam)``), ``"adjoint"`` (unshifted ``M y``, the input of A^H). An absent ``k`` or
+  ``y`` reads as zero.
 * :func:`post_ifft` conj-coil multiply, coil sum, output fftshift, unpack to (B,2,*S), scale.
 
 The kernels always index a volume (D,H,W); a 2-D slice (H,W) is launched as the volume (1,H,W)
-through a size-1 view, so one kernel family serves both. Mask dimensions of size 1 broadcast
-(stride 0): a (1,H,W) mask samples whole readout lines of a volume without being expanded.
+through a size-1 view, so one kernel family serves both. Inputs are read through their strides;
+mask dimensions of size 1 broadcast (stride 0): a (1,H,W) mask samples whole readout lines of a
+volume without being expanded. Outputs are contiguous. The grid is the 1-D batch grid of
+:mod:`fastsd.kernels.utils` with one problem per image (``pre_fft``, ``post_ifft``) or per coil
+image (``post_fft``) and ``D·H·W`` elements each.
 
 Composite launchers (:func:`mri_forward`, :func:`mri_adjoint`, :func:`mri_normal`,
 :func:`mri_fidelity`, :func:`mri_dc`) chain them and match :mod:`fastsd.reference.mri`.
@@ -31,6 +34,9 @@ import torch
 import triton
 import triton.language as tl
 
+from fastsd._utils import dc_weight
+from fastsd.kernels.utils import BLOCK, block_coords, has, is_big, output, real_view
+
 __all__ = [
     "pre_fft",
     "post_fft",
@@ -41,165 +47,167 @@ __all__ = [
     "mri_fidelity",
     "mri_dc",
     "MODES",
+    "BLOCK",
 ]
 
-BLOCK = 1024
-MODES = {"forward": 0, "residual": 1, "dc": 2, "adjoint": 3}
+_MODE_FORWARD: tl.constexpr = tl.constexpr(0)
+_MODE_RESIDUAL: tl.constexpr = tl.constexpr(1)
+_MODE_DC: tl.constexpr = tl.constexpr(2)
+_MODE_ADJOINT: tl.constexpr = tl.constexpr(3)
+MODES = {
+    "forward": _MODE_FORWARD.value,
+    "residual": _MODE_RESIDUAL.value,
+    "dc": _MODE_DC.value,
+    "adjoint": _MODE_ADJOINT.value,
+}
 
 
 @triton.jit
-def _wrap(i, n, shift):
-    """(i + shift) mod n for 0 <= i < n and 0 <= shift < n."""
-    s = i + shift
+def _roll(i, n, INVERSE: tl.constexpr):
+    """``(i + n // 2) % n`` (``(i + n - n // 2) % n`` with ``INVERSE``) for ``0 <= i < n``."""
+    if INVERSE:
+        s = i + (n - n // 2)
+    else:
+        s = i + n // 2
     return tl.where(s >= n, s - n, s)
 
 
 @triton.jit
-def _split3(offs, H, W):
-    """Flat index over (D,H,W) -> (d, i, j)."""
-    hw = offs % (H * W)
-    return offs // (H * W), hw // W, hw % W
+def _coords(o_j, D, H, W, INVERSE: tl.constexpr):
+    """``(d, h, w)`` of the row-major offsets ``o_j`` over (D,H,W), then that index rolled by
+    :func:`_roll` in every dimension: where ``ifftshift(z)[o_j]`` reads ``z`` (also the centred
+    index of the unshifted index ``o_j``), or with ``INVERSE`` where ``fftshift(z)[o_j]`` reads it."""
+    d = o_j // (H * W)
+    h = (o_j // W) % H
+    w = o_j % W
+    return d, h, w, _roll(d, D, INVERSE), _roll(h, H, INVERSE), _roll(w, W, INVERSE)
 
 
 @triton.jit
-def _load_c(ptr, off, valid):
-    """Load complex values whose real parts sit at ``ptr + off`` (imaginary at +1)."""
-    two = tl.arange(0, 2)
-    v = tl.load(ptr + off[:, None] + two[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
-    return tl.split(v)
+def _at(d, h, w, s_d, s_h, s_w):
+    """Memory offsets (int64) of the spatial index ``(d, h, w)``."""
+    return d.to(tl.int64) * s_d + h.to(tl.int64) * s_h + w.to(tl.int64) * s_w
 
 
 @triton.jit
-def _store_c(ptr, off, re, im, valid):
-    two = tl.arange(0, 2)
-    tl.store(ptr + off[:, None] + two[None, :], tl.join(re, im), mask=valid[:, None])
+def _load_c(p, m):
+    """Complex values (re, im) whose real parts sit at ``p`` (imaginary at ``p + 1``), as fp32."""
+    b_v = tl.load(p[:, None] + tl.arange(0, 2)[None, :], mask=m[:, None], other=0.0).to(tl.float32)
+    return tl.split(b_v)
 
 
+@triton.jit
+def _store_c(p, b_re, b_im, m):
+    tl.store(p[:, None] + tl.arange(0, 2)[None, :], tl.join(b_re, b_im), mask=m[:, None])
+
+
+@triton.heuristics({"HAS_SMAPS": has("s_ptr"), "BIG": is_big})
 @triton.jit
 def _pre_fft_kernel(
-    x_ptr, s_ptr, out_ptr, C, D, H, W,
+    x_ptr, s_ptr, out_ptr,
+    n_per, C, D, H, W,
     sx_b, sx_c, sx_d, sx_h, sx_w,
     ss_b, ss_c, ss_d, ss_h, ss_w,
-    so_b, so_c,
-    HAS_SMAPS: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_SMAPS: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < D * H * W
-    d, i, j = _split3(offs, H, W)
-    # out[d, i, j] = (S x)[(d + D//2) % D, (i + H//2) % H, (j + W//2) % W]   (ifftshift)
-    sd = _wrap(d, D, D // 2).to(tl.int64)
-    si = _wrap(i, H, H // 2).to(tl.int64)
-    sj = _wrap(j, W, W // 2).to(tl.int64)
-    xoff = b * sx_b + sd * sx_d + si * sx_h + sj * sx_w
-    xr = tl.load(x_ptr + xoff, mask=valid, other=0.0).to(tl.float32)
-    xi = tl.load(x_ptr + xoff + sx_c, mask=valid, other=0.0).to(tl.float32)
-    ooff = b * so_b + offs.to(tl.int64) * 2
+    i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)
+    _, _, _, i_d, i_h, i_w = _coords(o_j, D, H, W, False)  # out[o_j] = (S x)[ifftshift source]
+    p_x = x_ptr + i_b * sx_b + _at(i_d, i_h, i_w, sx_d, sx_h, sx_w)
+    b_xr = tl.load(p_x, mask=m_j, other=0.0).to(tl.float32)
+    b_xi = tl.load(p_x + sx_c, mask=m_j, other=0.0).to(tl.float32)
     if HAS_SMAPS:
-        soff = b * ss_b + sd * ss_d + si * ss_h + sj * ss_w
-        for c in range(C):
-            sr, sim = _load_c(s_ptr, soff + c * ss_c, valid)
-            _store_c(out_ptr, ooff + c * so_c, sr * xr - sim * xi, sr * xi + sim * xr, valid)
+        p_s = s_ptr + i_b * ss_b + _at(i_d, i_h, i_w, ss_d, ss_h, ss_w)
+        for i_c in range(C):
+            b_sr, b_si = _load_c(p_s, m_j)
+            p_out = out_ptr + ((i_b * C + i_c) * n_per + o_j) * 2
+            _store_c(p_out, b_sr * b_xr - b_si * b_xi, b_sr * b_xi + b_si * b_xr, m_j)
+            p_s += ss_c
     else:
-        _store_c(out_ptr, ooff, xr, xi, valid)
+        _store_c(out_ptr + (i_b * n_per + o_j) * 2, b_xr, b_xi, m_j)
 
 
+@triton.heuristics({"HAS_K": has("k_ptr"), "HAS_Y": has("y_ptr"), "HAS_PART": has("part_ptr"), "BIG": is_big})
 @triton.jit
 def _post_fft_kernel(
-    k_ptr, y_ptr, m_ptr, out_ptr, part_ptr, w, D, H, W,
+    k_ptr, y_ptr, m_ptr, out_ptr, part_ptr,
+    dc_w, n_per, C, D, H, W,
     sk_b, sk_c, sk_d, sk_h, sk_w,
     sy_b, sy_c, sy_d, sy_h, sy_w,
     sm_b, sm_d, sm_h, sm_w,
-    so_b, so_c, n_part,
-    MODE: tl.constexpr, HAS_Y: tl.constexpr, WRITE_LOSS: tl.constexpr, BLOCK: tl.constexpr,
+    MODE: tl.constexpr, HAS_K: tl.constexpr, HAS_Y: tl.constexpr, HAS_PART: tl.constexpr,
+    BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    c = tl.program_id(1).to(tl.int64)
-    b = tl.program_id(2).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < D * H * W
-    vd, vi, vj = _split3(offs, H, W)  # unshifted spectrum index
-    # centred index: fftshift(K)[u] = K[v] with u = (v + n//2) % n in every dimension
-    ud = _wrap(vd, D, D // 2).to(tl.int64)
-    ui = _wrap(vi, H, H // 2).to(tl.int64)
-    uj = _wrap(vj, W, W // 2).to(tl.int64)
-    m = tl.load(m_ptr + b * sm_b + ud * sm_d + ui * sm_h + uj * sm_w, mask=valid, other=0.0).to(tl.float32)
-    if MODE != 3:
-        koff = b * sk_b + c * sk_c + vd.to(tl.int64) * sk_d + vi.to(tl.int64) * sk_h + vj.to(tl.int64) * sk_w
-        kr, ki = _load_c(k_ptr, koff, valid)
+    i_p, o_j, m_j = block_coords(n_per, BLOCK, BIG)  # problem i_p = coil image (i_b, i_c)
+    i_b = i_p // C
+    i_c = i_p % C
+    # unshifted spectrum index (d, h, w); centred index u: fftshift(K)[u] = K[d, h, w]
+    i_d, i_h, i_w, u_d, u_h, u_w = _coords(o_j, D, H, W, False)
+    b_m = tl.load(m_ptr + i_b * sm_b + _at(u_d, u_h, u_w, sm_d, sm_h, sm_w), mask=m_j, other=0.0).to(tl.float32)
+    if HAS_K:
+        b_kr, b_ki = _load_c(k_ptr + i_b * sk_b + i_c * sk_c + _at(i_d, i_h, i_w, sk_d, sk_h, sk_w), m_j)
+    else:
+        b_kr = tl.zeros([BLOCK], dtype=tl.float32)
+        b_ki = tl.zeros([BLOCK], dtype=tl.float32)
     if HAS_Y:
-        yr, yi = _load_c(y_ptr, b * sy_b + c * sy_c + ud * sy_d + ui * sy_h + uj * sy_w, valid)
-    obase = b * so_b + c * so_c
-    if MODE == 0:  # forward: centred M K
-        _store_c(out_ptr, obase + ((ud * H + ui) * W + uj) * 2, m * kr, m * ki, valid)
-    elif MODE == 1:  # residual: unshifted M (K - y)
-        if HAS_Y:
-            rr = m * (kr - yr)
-            ri = m * (ki - yi)
-        else:
-            rr = m * kr
-            ri = m * ki
-        _store_c(out_ptr, obase + offs.to(tl.int64) * 2, rr, ri, valid)
-        if WRITE_LOSS:
-            part = tl.sum(rr * rr + ri * ri, axis=0)
-            tl.store(part_ptr + b * n_part + c * tl.num_programs(0) + pid, part)
-    elif MODE == 2:  # data consistency: K + w M (y - K)
-        dw = w * m
-        if HAS_Y:
-            dr = kr + dw * (yr - kr)
-            di = ki + dw * (yi - ki)
-        else:
-            dr = kr - dw * kr
-            di = ki - dw * ki
-        _store_c(out_ptr, obase + offs.to(tl.int64) * 2, dr, di, valid)
-    else:  # adjoint input: unshifted M y
-        _store_c(out_ptr, obase + offs.to(tl.int64) * 2, m * yr, m * yi, valid)
+        b_yr, b_yi = _load_c(y_ptr + i_b * sy_b + i_c * sy_c + _at(u_d, u_h, u_w, sy_d, sy_h, sy_w), m_j)
+    else:
+        b_yr = tl.zeros([BLOCK], dtype=tl.float32)
+        b_yi = tl.zeros([BLOCK], dtype=tl.float32)
+    o_out = o_j
+    if MODE == _MODE_FORWARD:  # centred M K
+        b_or = b_m * b_kr
+        b_oi = b_m * b_ki
+        o_out = (u_d * H + u_h) * W + u_w
+    elif MODE == _MODE_RESIDUAL:  # M (K - y)
+        b_or = b_m * (b_kr - b_yr)
+        b_oi = b_m * (b_ki - b_yi)
+    elif MODE == _MODE_DC:  # K + w M (y - K)
+        b_w = dc_w * b_m
+        b_or = b_kr + b_w * (b_yr - b_kr)
+        b_oi = b_ki + b_w * (b_yi - b_ki)
+    else:  # adjoint input: M y
+        b_or = b_m * b_yr
+        b_oi = b_m * b_yi
+    _store_c(out_ptr + (i_p * n_per + o_out) * 2, b_or, b_oi, m_j)
+    if HAS_PART:
+        tl.store(part_ptr + tl.program_id(0), tl.sum(b_or * b_or + b_oi * b_oi, axis=0))
 
 
+@triton.heuristics({"HAS_SMAPS": has("s_ptr"), "BIG": is_big})
 @triton.jit
 def _post_ifft_kernel(
-    z_ptr, s_ptr, out_ptr, scale, C, D, H, W,
+    z_ptr, s_ptr, out_ptr,
+    scale, n_per, C, D, H, W,
     sz_b, sz_c, sz_d, sz_h, sz_w,
     ss_b, ss_c, ss_d, ss_h, ss_w,
-    so_b, so_c,
-    HAS_SMAPS: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_SMAPS: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < D * H * W
-    d, i, j = _split3(offs, H, W)
-    # out[i] = Z[(i - n//2) % n] = Z[(i + n - n//2) % n]   (fftshift) in every dimension
-    zd = _wrap(d, D, D - D // 2).to(tl.int64)
-    zi_ = _wrap(i, H, H - H // 2).to(tl.int64)
-    zj_ = _wrap(j, W, W - W // 2).to(tl.int64)
-    zoff = b * sz_b + zd * sz_d + zi_ * sz_h + zj_ * sz_w
-    soff = b * ss_b + d.to(tl.int64) * ss_d + i.to(tl.int64) * ss_h + j.to(tl.int64) * ss_w
-    acc_r = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_i = tl.zeros([BLOCK], dtype=tl.float32)
-    for c in range(C):
-        zr, zim = _load_c(z_ptr, zoff + c * sz_c, valid)
+    i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)
+    i_d, i_h, i_w, z_d, z_h, z_w = _coords(o_j, D, H, W, True)  # out[o_j] = Σ conj(S) z[fftshift source]
+    p_z = z_ptr + i_b * sz_b + _at(z_d, z_h, z_w, sz_d, sz_h, sz_w)
+    if HAS_SMAPS:
+        p_s = s_ptr + i_b * ss_b + _at(i_d, i_h, i_w, ss_d, ss_h, ss_w)
+    b_ar = tl.zeros([BLOCK], dtype=tl.float32)
+    b_ai = tl.zeros([BLOCK], dtype=tl.float32)
+    for _ in range(C):
+        b_zr, b_zi = _load_c(p_z, m_j)
         if HAS_SMAPS:
-            sr, sim = _load_c(s_ptr, soff + c * ss_c, valid)
-            acc_r += sr * zr + sim * zim  # conj(s) * z
-            acc_i += sr * zim - sim * zr
+            b_sr, b_si = _load_c(p_s, m_j)
+            b_ar += b_sr * b_zr + b_si * b_zi  # conj(s) * z
+            b_ai += b_sr * b_zi - b_si * b_zr
+            p_s += ss_c
         else:
-            acc_r += zr
-            acc_i += zim
-    ooff = b * so_b + offs.to(tl.int64)
+            b_ar += b_zr
+            b_ai += b_zi
+        p_z += sz_c
+    p_out = out_ptr + i_b * 2 * n_per + o_j
     ty = out_ptr.dtype.element_ty
-    tl.store(out_ptr + ooff, (scale * acc_r).to(ty), mask=valid)
-    tl.store(out_ptr + ooff + so_c, (scale * acc_i).to(ty), mask=valid)
+    tl.store(p_out, (scale * b_ar).to(ty), mask=m_j)
+    tl.store(p_out + n_per, (scale * b_ai).to(ty), mask=m_j)
 
 
 # ---------------------------------------------------------------------------------------------
 # launchers: every tensor is viewed with three spatial dimensions (a slice as a 1-deep volume)
-
-
-def _vol(t: torch.Tensor | None, nd: int) -> torch.Tensor | None:
-    """View with spatial dims (D,H,W): a 2-D tensor gains D = 1 before its last two dims."""
-    return t if t is None or nd == 3 else t.unsqueeze(-3)
 
 
 def _spatial_rank(t: torch.Tensor) -> int:
@@ -209,46 +217,46 @@ def _spatial_rank(t: torch.Tensor) -> int:
     return nd
 
 
-def _ri(t: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(t.resolve_conj())
+def _vol(t: torch.Tensor | None, nd: int, complex_: bool = False) -> torch.Tensor | None:
+    """View with spatial dims (D,H,W): a 2-D tensor gains D = 1 before its last two dims; complex
+    tensors as their real view with a trailing (re, im) dim."""
+    if t is None:
+        return None
+    t = t if nd == 3 else t.unsqueeze(-3)
+    return real_view(t) if complex_ else t
 
 
-def _smaps5(smaps: torch.Tensor | None, nd: int, B: int) -> torch.Tensor | None:
-    """Coil maps as (B,C,D,H,W), a stride-0 view for shared (C,*S) or batch-1 maps."""
+def _strides(t: torch.Tensor | None) -> tuple:
+    """(s_b, s_c, s_d, s_h, s_w) of a (B,C,D,H,W[,2]) view, ``None`` ×5 if absent."""
+    return (None,) * 5 if t is None else t.stride()[:5]
+
+
+def _smaps(smaps: torch.Tensor | None, nd: int, B: int) -> torch.Tensor | None:
+    """Coil maps as a real (B,C,D,H,W,2) view, stride 0 over the batch for shared (C,*S) maps."""
     if smaps is None:
         return None
-    s = _vol(smaps[None] if smaps.ndim == nd + 1 else smaps, nd)
+    s = _vol(smaps[None] if smaps.ndim == nd + 1 else smaps, nd, complex_=True)
     return s.expand(B, *s.shape[1:])
 
 
-def _mask4(mask: torch.Tensor, nd: int, B: int, shape) -> torch.Tensor:
-    """Mask as (B,D,H,W); size-1 dimensions (shared batch, broadcast readout) become stride 0."""
-    m = _vol(mask[None] if mask.ndim == nd else mask, nd)
-    return m.expand(B, *shape)
-
-
-def _w(lam: float) -> float:
-    return 1.0 if math.isinf(lam) else float(lam) / (1.0 + float(lam))
+def _volume_grid(B: int, n: int, block: int) -> tuple[int]:
+    return (B * triton.cdiv(n, block),)
 
 
 def pre_fft(x: torch.Tensor, smaps: torch.Tensor | None = None, out: torch.Tensor | None = None,
             block: int = BLOCK) -> torch.Tensor:
     """``ifftshift(S * (x[:,0] + i x[:,1]))`` as complex64 (B,C,*S); C = 1 without coil maps."""
     nd = _spatial_rank(x)
-    B, S = x.shape[0], tuple(x.shape[2:])
-    s5 = _smaps5(smaps, nd, B)
-    C = 1 if s5 is None else s5.shape[1]
-    if out is None:
-        out = torch.empty((B, C, *S), dtype=torch.complex64, device=x.device)
-    x5, o = _vol(x, nd), _ri(_vol(out, nd))
-    s = _ri(s5) if s5 is not None else o
+    B = x.shape[0]
+    s = _smaps(smaps, nd, B)
+    C = 1 if s is None else s.shape[1]
+    out = output(out, (B, C, *x.shape[2:]), torch.complex64, x.device)
+    x5 = _vol(x, nd)
     D, H, W = x5.shape[2:]
-    _pre_fft_kernel[(triton.cdiv(D * H * W, block), B)](
-        x5, s, o, C, D, H, W,
-        *x5.stride(),
-        *(s.stride()[:5] if s5 is not None else (0,) * 5),
-        o.stride(0), o.stride(1),
-        HAS_SMAPS=s5 is not None, BLOCK=block,
+    _pre_fft_kernel[_volume_grid(B, D * H * W, block)](
+        x5, s, real_view(out),
+        D * H * W, C, D, H, W, *x5.stride(), *_strides(s),
+        BLOCK=block,
     )
     return out
 
@@ -262,49 +270,39 @@ def post_fft(k: torch.Tensor | None, y: torch.Tensor | None, mask: torch.Tensor,
     (optional in ``"residual"`` and ``"dc"`` modes: treated as zero). Returns ``(out, loss)`` where
     ``loss`` (B,) float32 is ``sum |r|^2`` in ``"residual"`` mode with ``write_loss``, else ``None``.
     """
-    code = MODES[mode]
     ref = y if k is None else k
     nd = _spatial_rank(ref)
-    B, C, S = ref.shape[0], ref.shape[1], tuple(ref.shape[2:])
-    if out is None:
-        out = torch.empty((B, C, *S), dtype=torch.complex64, device=ref.device)
-    o = _ri(_vol(out, nd))
-    D, H, W = o.shape[2:5]
-    m4 = _mask4(mask, nd, B, (D, H, W))
-    kr = _ri(_vol(k, nd)) if k is not None else o
-    yr = _ri(_vol(y, nd)) if y is not None else o
-    nblk = triton.cdiv(D * H * W, block)
-    write_loss = write_loss and code == 1
-    part = torch.empty((B, C * nblk) if write_loss else (1,), dtype=torch.float32, device=ref.device)
-    _post_fft_kernel[(nblk, C, B)](
-        kr, yr, m4, o, part, _w(lam), D, H, W,
-        *(kr.stride()[:5] if k is not None else (0,) * 5),
-        *(yr.stride()[:5] if y is not None else (0,) * 5),
-        *m4.stride(),
-        o.stride(0), o.stride(1), C * nblk,
-        MODE=code, HAS_Y=y is not None, WRITE_LOSS=write_loss, BLOCK=block,
+    B, C = ref.shape[:2]
+    out = output(out, ref.shape, torch.complex64, ref.device)
+    k6, y6 = _vol(k, nd, complex_=True), _vol(y, nd, complex_=True)
+    D, H, W = _vol(out, nd).shape[2:]
+    m4 = _vol(mask[None] if mask.ndim == nd else mask, nd).expand(B, D, H, W)  # size-1 dims: stride 0
+    grid = _volume_grid(B * C, D * H * W, block)
+    part = None
+    if mode == "residual" and write_loss:
+        part = torch.empty(grid[0], dtype=torch.float32, device=ref.device)
+    _post_fft_kernel[grid](
+        k6, y6, m4, real_view(out), part,
+        dc_weight(lam), D * H * W, C, D, H, W, *_strides(k6), *_strides(y6), *m4.stride(),
+        MODE=MODES[mode], BLOCK=block,
     )
-    return out, (part.sum(1) if write_loss else None)
+    return out, (None if part is None else part.view(B, -1).sum(1))
 
 
 def post_ifft(z: torch.Tensor, smaps: torch.Tensor | None = None, scale: float = 1.0,
               out: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float32,
               block: int = BLOCK) -> torch.Tensor:
-    """``scale * sum_c conj(S_c) fftshift(z_c)`` unpacked to real (B,2,*S) of ``out_dtype``."""
+    """``scale * sum_c conj(S_c) fftshift(z_c)`` unpacked to real (B,2,*S) of ``out_dtype`` (that
+    of ``out`` when given)."""
     nd = _spatial_rank(z)
-    B, C, S = z.shape[0], z.shape[1], tuple(z.shape[2:])
-    s5 = _smaps5(smaps, nd, B)
-    if out is None:
-        out = torch.empty((B, 2, *S), dtype=out_dtype, device=z.device)
-    zr, o = _ri(_vol(z, nd)), _vol(out, nd)
-    s = _ri(s5) if s5 is not None else zr
-    D, H, W = o.shape[2:]
-    _post_ifft_kernel[(triton.cdiv(D * H * W, block), B)](
-        zr, s, o, float(scale), C, D, H, W,
-        *zr.stride()[:5],
-        *(s.stride()[:5] if s5 is not None else (0,) * 5),
-        o.stride(0), o.stride(1),
-        HAS_SMAPS=s5 is not None, BLOCK=block,
+    B, C = z.shape[:2]
+    out = output(out, (B, 2, *z.shape[2:]), out_dtype if out is None else out.dtype, z.device)
+    z6, s = _vol(z, nd, complex_=True), _smaps(smaps, nd, B)
+    D, H, W = z6.shape[2:5]
+    _post_ifft_kernel[_volume_grid(B, D * H * W, block)](
+        z6, s, out,
+        float(scale), D * H * W, C, D, H, W, *_strides(z6), *_strides(s),
+        BLOCK=block,
     )
     return out
 
@@ -313,46 +311,38 @@ def post_ifft(z: torch.Tensor, smaps: torch.Tensor | None = None, scale: float =
 # composite operations (same signatures and semantics as fastsd.reference.mri)
 
 
-def _dims(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(range(2, t.ndim))
+def _fft(z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Unshifted orthonormal (inverse) FFT over the spatial dims of (B,C,*S)."""
+    return (torch.fft.ifftn if inverse else torch.fft.fftn)(z, dim=tuple(range(2, z.ndim)), norm="ortho")
 
 
-def _fft(z: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fftn(z, dim=_dims(z), norm="ortho")
-
-
-def _ifft(z: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifftn(z, dim=_dims(z), norm="ortho")
+def _image_to_image(x, y, mask, smaps, mode, scale=1.0, **kw):
+    """``(loss, image)``: ``x`` through ``pre_fft``, FFT, ``post_fft`` in ``mode``, inverse FFT and
+    ``post_ifft`` back to an image in the dtype of ``x``."""
+    k, loss = post_fft(_fft(pre_fft(x, smaps)), y, mask, mode, **kw)
+    return loss, post_ifft(_fft(k, inverse=True), smaps, scale=scale, out_dtype=x.dtype)
 
 
 def mri_forward(x, mask, smaps=None):
     """A x = M fftnc(S x), centred complex64 (B,C,*S)."""
-    k = _fft(pre_fft(x, smaps))
-    return post_fft(k, None, mask, "forward")[0]
+    return post_fft(_fft(pre_fft(x, smaps)), None, mask, "forward")[0]
 
 
 def mri_adjoint(y, mask, smaps=None):
     """A^H y = sum_c conj(S_c) ifftnc(M y_c) as float32 (B,2,*S)."""
-    r = post_fft(None, y, mask, "adjoint")[0]
-    return post_ifft(_ifft(r), smaps)
+    return post_ifft(_fft(post_fft(None, y, mask, "adjoint")[0], inverse=True), smaps)
 
 
 def mri_normal(x, mask, smaps=None):
     """A^H A x in the dtype of x."""
-    k = _fft(pre_fft(x, smaps))
-    r = post_fft(k, None, mask, "residual", write_loss=False)[0]
-    return post_ifft(_ifft(r), smaps, out_dtype=x.dtype)
+    return _image_to_image(x, None, mask, smaps, "residual", write_loss=False)[1]
 
 
 def mri_fidelity(x, y, mask, smaps=None):
     """(loss (B,) = ||M (F S x - y)||^2, grad = 2 A^H (A x - y) in the dtype of x)."""
-    k = _fft(pre_fft(x, smaps))
-    r, loss = post_fft(k, y, mask, "residual")
-    return loss, post_ifft(_ifft(r), smaps, scale=2.0, out_dtype=x.dtype)
+    return _image_to_image(x, y, mask, smaps, "residual", scale=2.0)
 
 
 def mri_dc(x, y, mask, smaps=None, lam=math.inf):
     """S^H F^H ((1 - M) F S x + M (F S x + lam y) / (1 + lam)), hard replacement for lam = inf."""
-    k = _fft(pre_fft(x, smaps))
-    d = post_fft(k, y, mask, "dc", lam=lam)[0]
-    return post_ifft(_ifft(d), smaps, out_dtype=x.dtype)
+    return _image_to_image(x, y, mask, smaps, "dc", lam=lam)[1]

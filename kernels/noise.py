@@ -25,8 +25,10 @@ from fastsd.kernels.utils import (
     BLOCK,
     batch_layout,
     block_coords,
+    has,
     is_big,
     is_flat,
+    output,
     problem_stride,
     real_view,
     strided_offsets,
@@ -37,8 +39,8 @@ __all__ = ["noisy_input", "gaussian_noise", "BLOCK"]
 
 
 @triton.heuristics({
-    "HAS_X": lambda args: args["x_ptr"] is not None,
-    "HAS_SCALE": lambda args: args["scale_ptr"] is not None,
+    "HAS_X": has("x_ptr"),
+    "HAS_SCALE": has("scale_ptr"),
     "FLAT": is_flat,
     "BIG": is_big,
 })
@@ -70,10 +72,7 @@ def _launch(like, seed, step, out, block, x=None, sigma=None, scale=None, scale_
     """Write ``scale_value * scale * (x + sigma * eps)`` (``eps`` alone without ``x``) in the
     packed output layout of ``like`` to ``out`` (checked, or a new float32 tensor)."""
     shape = noise_shape(like)
-    if out is None:
-        out = torch.empty(shape, dtype=torch.float32, device=like.device)
-    elif tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous float32 tensor of shape {shape}")
+    out = output(out, shape, torch.float32, like.device)
     total = out.numel()
     if total == 0:
         return out

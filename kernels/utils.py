@@ -12,9 +12,10 @@ Strided (B, ...) inputs are read through at most three collapsed inner dimension
 materialised, and the common contiguous case is a flat, division-free loop (``FLAT``).
 
 Kernels follow one style (flash-linear-attention ``fla/ops/utils``, Liger-Kernel ``ops/utils.py``):
-optional inputs are passed as ``None`` and ``HAS_...`` flags are derived from them, as ``FLAT`` and
-``BIG`` are from the sizes, by ``@triton.heuristics``; the strides of an absent input are ``None``
-as well, so no placeholder pointer or stride is ever passed. Modes are named ``tl.constexpr``
+optional inputs are passed as ``None`` and ``HAS_...`` flags are derived from them (:func:`has`), as
+``FLAT`` and ``BIG`` are from the sizes, by ``@triton.heuristics``; the strides of an absent input
+are ``None`` as well, so no placeholder pointer or stride is ever passed. Outputs are contiguous,
+given or allocated by :func:`output`. Modes are named ``tl.constexpr``
 constants with a string table for the launcher. Names: ``i_`` program/problem ids, ``o_`` offsets,
 ``m_`` masks, ``p_`` pointers, ``b_`` loaded blocks.
 """
@@ -32,9 +33,11 @@ __all__ = [
     "batch_layout",
     "block_coords",
     "collapse_dims",
+    "has",
     "is_big",
     "is_flat",
     "needs_int64",
+    "output",
     "problem_stride",
     "real_view",
     "strided_offsets",
@@ -99,6 +102,17 @@ def batch_layout(shape, *tensors: torch.Tensor | None) -> Layout:
     return Layout(out_t, sizes, out_s)
 
 
+def output(out: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """``out`` checked to be a contiguous ``dtype`` tensor of ``shape``, or a new one on ``device``."""
+    shape = tuple(shape)
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.is_contiguous():
+        name = str(dtype).removeprefix("torch.")
+        raise ValueError(f"out must be a contiguous {name} tensor of shape {shape}")
+    return out
+
+
 def problem_stride(t: torch.Tensor | None) -> int | None:
     """Stride between problems of a per-problem value of shape () or (B,): 0 when shared, ``None``
     when absent."""
@@ -115,6 +129,11 @@ def real_view(t: torch.Tensor) -> torch.Tensor:
 def needs_int64(n_per: int, block: int) -> bool:
     """Whether within-problem offsets of a grid over ``n_per`` elements can overflow int32."""
     return n_per + block > _INT32_MAX
+
+
+def has(arg: str):
+    """Heuristic ``HAS_...``: whether the optional input ``arg`` was passed (is not ``None``)."""
+    return lambda args: args[arg] is not None
 
 
 def is_flat(args) -> bool:

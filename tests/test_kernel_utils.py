@@ -1,5 +1,6 @@
 """Launch helpers shared by the kernel families (:mod:`fastsd.kernels.utils`): dim collapsing,
 batch layouts with absent (``None``) inputs, per-problem strides and the grid heuristics."""
+import pytest
 import torch
 
 from fastsd.kernels import utils as KU
@@ -41,3 +42,18 @@ def test_problem_stride_and_heuristics():
     assert KU.problem_stride(torch.rand(4, 2)[:, 1]) == 2
     assert not KU.is_flat({"D1": 1, "D2": 5})
     assert KU.is_big({"n_per": 2**31 - 1024, "BLOCK": 1024}) and not KU.is_big({"n_per": 2**31 - 1025, "BLOCK": 1024})
+
+
+@pytest.mark.parametrize("bad", [(3, 2), (2, 3, "float32"), (3, 2, "t")])
+def test_output_allocates_or_checks(bad):
+    out = KU.output(None, (2, 3), torch.float16, "cpu")
+    assert out.shape == (2, 3) and out.dtype == torch.float16
+    assert KU.output(out, [2, 3], torch.float16, "cpu") is out
+    wrong = torch.empty(bad[:2], dtype=torch.float32 if "float32" in bad else torch.float16)
+    wrong = wrong.t() if "t" in bad else wrong  # shape (2, 3) but not contiguous
+    with pytest.raises(ValueError, match=r"out must be a contiguous float16 tensor of shape \(2, 3\)"):
+        KU.output(wrong, (2, 3), torch.float16, "cpu")
+
+
+def test_has_heuristic():
+    assert KU.has("m_ptr")({"m_ptr": torch.ones(1)}) and not KU.has("m_ptr")({"m_ptr": None})

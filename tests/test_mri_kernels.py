@@ -148,3 +148,14 @@ def test_half_precision_images(kernel_device, dtype):
     dc = K.mri_dc(xh, y, mask, smaps, 0.5)
     assert dc.dtype == dtype and rel_err(dc, R.mri_dc(x32, y, mask, smaps, 0.5)) < tol
     assert rel_err(R.mri_dc(xh, y, mask, smaps, 0.5), R.mri_dc(x32, y, mask, smaps, 0.5)) < tol
+
+
+def test_modes_table_and_out_checks(kernel_device):
+    """Modes are named in one table; a given ``out`` must be contiguous with the output's shape."""
+    assert sorted(K.MODES) == ["adjoint", "dc", "forward", "residual"]
+    assert len(set(K.MODES.values())) == 4
+    x, smaps, mask, y = _problem(CASES[0], kernel_device)
+    with pytest.raises(ValueError, match="out must be a contiguous complex64"):
+        K.post_fft(y, None, mask, "forward", out=torch.empty_like(y).transpose(-1, -2).contiguous())
+    with pytest.raises(ValueError, match="out must be a contiguous complex64"):
+        K.pre_fft(x, smaps, out=torch.empty_like(y)[:, :1])

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from fastsd import _backend
 from fastsd._checks import check_finite, check_same_device, check_tensor
+from fastsd._utils import dc_weight
 from fastsd.reference import mri as _ref
 
 __all__ = ["mri_forward", "mri_adjoint", "mri_normal", "mri_fidelity", "mri_dc", "validate_mri_args"]
@@ -38,14 +39,6 @@ IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def _impl(t: Tensor):
     return _backend.implementation(t, "mri_dc", _ref)
-
-
-def _w(lam: float) -> float:
-    return 1.0 if math.isinf(lam) else lam / (1.0 + lam)
-
-
-def _masked(mask: Tensor, y: Tensor) -> Tensor:
-    return (mask[:, None] if mask.ndim == y.ndim - 1 else mask) * y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +143,7 @@ def _fidelity_backward(ctx, g_loss, _g_grad):
     gx = (g * grad).to(grad.dtype) if ctx.needs_input_grad[0] else None
     gy = None
     if ctx.needs_input_grad[1]:  # d/dy ||M(FSx - y)||^2 = -2 M (FSx - y)
-        gy = -2 * g * (torch.ops.fastsd.mri_forward(x, mask, smaps) - _masked(mask, y))
+        gy = -2 * g * (torch.ops.fastsd.mri_forward(x, mask, smaps) - _ref.apply_mask(mask, y))
     return gx, gy, None, None
 
 
@@ -167,7 +160,7 @@ def _dc_backward(ctx, g):
         zeros = g.new_zeros(ctx.y_shape, dtype=torch.complex64)
         gx = torch.ops.fastsd.mri_dc(g, zeros, mask, smaps, ctx.lam).to(ctx.in_dtype)
     if ctx.needs_input_grad[1]:
-        gy = _w(ctx.lam) * torch.ops.fastsd.mri_forward(g, mask, smaps)
+        gy = dc_weight(ctx.lam) * torch.ops.fastsd.mri_forward(g, mask, smaps)
     return gx, gy, None, None, None
 
 

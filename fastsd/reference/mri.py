@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from fastsd._utils import dc_weight
+
 __all__ = [
     "fftnc",
     "ifftnc",
@@ -25,6 +27,7 @@ __all__ = [
     "ifft2c",
     "to_complex",
     "to_channels",
+    "apply_mask",
     "mri_forward",
     "mri_adjoint",
     "mri_normal",
@@ -69,9 +72,9 @@ def to_channels(z: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Te
     return torch.stack([z.real, z.imag], 1).to(dtype)
 
 
-def _mask(mask: torch.Tensor, nd: int) -> torch.Tensor:
-    """Broadcastable against (B,C,*S): a per-problem (B,*S) mask gets a coil dimension."""
-    return (mask[:, None] if mask.ndim == nd + 1 else mask).float()
+def apply_mask(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``M k`` for k-space ``k`` (B,C,*S): a per-problem (B,*S) mask gets a coil dimension."""
+    return (mask[:, None] if mask.ndim == k.ndim - 1 else mask).float() * k
 
 
 def _coils(x: torch.Tensor, smaps: torch.Tensor | None) -> torch.Tensor:
@@ -86,20 +89,18 @@ def _combine(zc: torch.Tensor, smaps: torch.Tensor | None) -> torch.Tensor:
 
 def mri_forward(x: torch.Tensor, mask: torch.Tensor, smaps: torch.Tensor | None = None) -> torch.Tensor:
     """A x = M fftnc(S x): complex64 (B,C,*S)."""
-    nd = x.ndim - 2
-    return _mask(mask, nd) * fftnc(_coils(x, smaps), nd)
+    return apply_mask(mask, fftnc(_coils(x, smaps), x.ndim - 2))
 
 
 def mri_adjoint(y: torch.Tensor, mask: torch.Tensor, smaps: torch.Tensor | None = None) -> torch.Tensor:
     """A^H y = sum_c conj(S_c) ifftnc(M y_c): float32 (B,2,*S)."""
-    nd = y.ndim - 2
-    return to_channels(_combine(ifftnc(_mask(mask, nd) * y, nd), smaps))
+    return to_channels(_combine(ifftnc(apply_mask(mask, y), y.ndim - 2), smaps))
 
 
 def mri_normal(x: torch.Tensor, mask: torch.Tensor, smaps: torch.Tensor | None = None) -> torch.Tensor:
     """A^H A x in the dtype of ``x``."""
     nd = x.ndim - 2
-    k = _mask(mask, nd) * fftnc(_coils(x, smaps), nd)
+    k = apply_mask(mask, fftnc(_coils(x, smaps), nd))
     return to_channels(_combine(ifftnc(k, nd), smaps), x.dtype)
 
 
@@ -111,7 +112,7 @@ def mri_fidelity(
     Entries of ``y`` outside the mask are ignored (for measured ``y`` they are zero anyway).
     """
     nd = x.ndim - 2
-    r = _mask(mask, nd) * (fftnc(_coils(x, smaps), nd) - y)
+    r = apply_mask(mask, fftnc(_coils(x, smaps), nd) - y)
     loss = (r.real.square() + r.imag.square()).flatten(1).sum(1)
     return loss, to_channels(2 * _combine(ifftnc(r, nd), smaps), x.dtype)
 
@@ -124,7 +125,6 @@ def mri_dc(
     ``lam = inf`` replaces sampled k-space entries by ``y`` (hard DC); ``lam = 0`` leaves them.
     """
     nd = x.ndim - 2
-    w = 1.0 if math.isinf(lam) else lam / (1.0 + lam)
     k = fftnc(_coils(x, smaps), nd)
-    k = k + w * _mask(mask, nd) * (y - k)
+    k = k + dc_weight(lam) * apply_mask(mask, y - k)
     return to_channels(_combine(ifftnc(k, nd), smaps), x.dtype)
