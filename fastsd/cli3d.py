@@ -24,7 +24,6 @@ along D, NMSE on magnitudes; runtimes). NIfTI needs nibabel (``data`` extra), th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,19 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastsd.cli import _device, _Parser, _run_command, _UsageError
+from fastsd.figures import volume_slices_figure
+from fastsd.outputs import quality, to_json
+
 __all__ = ["main", "handles"]
 
 CPU_SHAPE = (32, 40, 32)
 CPU_DEMO = dict(T=10, K=20, lr=3e-3)  # the demo's solver settings on CPU (the presets' on CUDA)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2
-        self.exit(2, f"fastsd: error: {message}\n")
-
-
-class _UsageError(Exception):
-    """A problem with the user's input: reported in one line, exit status 2."""
 
 
 def handles(argv: list[str]) -> bool:
@@ -60,15 +54,6 @@ def handles(argv: list[str]) -> bool:
 
 
 # -- data -------------------------------------------------------------------------------------
-
-
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise _UsageError("--device cuda requested but no CUDA device is available")
-    return dev
 
 
 def _resample(vol: torch.Tensor, shape) -> torch.Tensor:
@@ -205,37 +190,6 @@ def _magnitude(x: torch.Tensor) -> np.ndarray:
     return x[0].detach().float().norm(dim=0).cpu().numpy()
 
 
-def _quality(rec: np.ndarray, ref: np.ndarray) -> dict:
-    from fastsd.metrics import nmse, psnr, ssim
-
-    return {"psnr": psnr(rec, ref), "ssim": ssim(rec, ref), "nmse": nmse(rec, ref)}
-
-
-def _figure(path: Path, rows: list[tuple[str, np.ndarray]], truth: np.ndarray | None) -> None:
-    """Orthogonal central slices (one row per volume, plus error rows against the truth)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    vmax = float(truth.max()) if truth is not None else max(float(v.max()) for _, v in rows)
-    panels = [(n, v, "gray", vmax) for n, v in rows]
-    if truth is not None:
-        panels = [("truth", truth, "gray", vmax)] + panels
-        panels += [(f"|{n} - truth|", np.abs(v - truth), "inferno", 0.2 * vmax) for n, v in rows]
-    fig, axes = plt.subplots(len(panels), 3, figsize=(7.5, 2.5 * len(panels)), squeeze=False)
-    for r, (name, v, cmap, top) in enumerate(panels):
-        c = [s // 2 for s in v.shape]
-        for col, img in enumerate((v[c[0]], v[:, c[1]], v[:, :, c[2]].T)):
-            ax = axes[r, col]
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=top)
-            ax.set_xticks([]), ax.set_yticks([])
-        axes[r, 0].set_ylabel(name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def _run(args) -> int:
     from fastsd.data3d import save_nifti
 
@@ -262,12 +216,12 @@ def _run(args) -> int:
         save_nifti(out / f"{name}.nii.gz", mag)
         np.save(out / f"{name}.npy", torch.complex(x[0, 0], x[0, 1]).detach().cpu().numpy())
         if ref is not None:
-            metrics[name] = _quality(mag, ref)
+            metrics[name] = quality(mag, ref)
     if ref is not None:
         save_nifti(out / "truth.nii.gz", ref)
-    _figure(out / "slices.png", [(n, _magnitude(x)) for n, x in vols.items()], ref)
+    volume_slices_figure(out / "slices.png", [(n, _magnitude(x)) for n, x in vols.items()], ref)
     metrics["wall_time_s"] = time.perf_counter() - t0
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.json").write_text(to_json(metrics))
     for name in vols:
         q = metrics.get(name)
         run = metrics["runs"].get(name)
@@ -324,22 +278,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the 3-D commands; returns the exit status (0 ok, 2 bad input or options)."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+def _args(argv: list[str]) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
     for name in ("T", "K", "calib", "coils"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            print(f"fastsd: error: --{name} must be a positive integer, got {v}", file=sys.stderr)
-            return 2
+            raise _UsageError(f"--{name} must be a positive integer, got {v}")
     if args.size is not None and min(args.size) < 1:
-        print(f"fastsd: error: --size must be positive, got {args.size}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args)
-    except (ValueError, _UsageError, ImportError, OSError) as e:
-        print(f"fastsd: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"--size must be positive, got {args.size}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the 3-D commands; returns the exit status (0 ok, 2 bad input or options, 130 Ctrl-C)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return _run_command(lambda: _run(_args(argv)))
 
 
 if __name__ == "__main__":  # pragma: no cover

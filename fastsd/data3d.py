@@ -26,8 +26,7 @@ import torch.nn.functional as F
 
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import gaussian_mask_2d, poisson_disc_mask_2d
-from fastsd.ops.mri import MRI3D
-from fastsd.reference.mri import ifftnc
+from fastsd.ops.mri import MRI3D, low_resolution_maps
 
 __all__ = [
     "PAPER_SHAPE", "mni_t1_path", "mri_volume", "fit_volume", "simulate_acquisition", "load_nifti",
@@ -192,7 +191,7 @@ def load_kspace3d(path) -> torch.Tensor:
 
 def calibration_maps(kspace: torch.Tensor, mask: torch.Tensor, calib: int) -> torch.Tensor:
     """Coil maps (C, D, H, W) from the fully sampled ``calib`` x ``calib`` centre of the (H, W)
-    plane: Hann-windowed low-resolution coil images over their root-sum-of-squares."""
+    plane under a Hann window (:func:`fastsd.ops.mri.low_resolution_maps`)."""
     C, D, H, W = kspace.shape
     cy, cx = min(calib, H), min(calib, W)
     y0, x0 = (H - cy + 1) // 2, (W - cx + 1) // 2
@@ -200,6 +199,4 @@ def calibration_maps(kspace: torch.Tensor, mask: torch.Tensor, calib: int) -> to
     low = torch.zeros_like(kspace)
     box = (..., slice(y0, y0 + cy), slice(x0, x0 + cx))
     low[box] = kspace[box] * (mask.reshape(-1, H, W)[0][y0:y0 + cy, x0:x0 + cx] * win).to(kspace.device)
-    img = ifftnc(low, 3)
-    rss = img.abs().square().sum(0, keepdim=True).sqrt()
-    return img / rss.clamp_min(1e-6 * float(rss.max()))
+    return low_resolution_maps(low, 3)

@@ -385,17 +385,18 @@ def test_psnr_trace_of_the_curve_matches_the_final_metrics(tmp_path):
 
     from fastsd.data import load_image
     from fastsd.ops.image import Inpainting, random_pixel_mask
+    from fastsd.tasks import TASKS, display
 
     x = load_image(_gray(tmp_path / "g.npy"))
     op = Inpainting(random_pixel_mask((32, 32), 0.5, seed=0))
-    task = cli.TASKS["inpaint"]
-    truth = cli._display(x, task)
+    task = TASKS["inpaint"]
+    truth = display(x, task)
     kw = dict(preset="image", small=True, T=3, K=2, seed=0, device=torch.device("cpu"))
-    result, trace = cli._run_solver("sdi", op(x), op, kw, truth, lambda v: cli._display(v, task), False)
+    result, trace = cli._run_solver("sdi", op(x), op, kw, truth, lambda v: display(v, task), False)
     assert trace.iters == [2, 4, 6]
     from fastsd.metrics import psnr
 
-    assert trace.psnr[-1] == pytest.approx(psnr(cli._display(result.x, task), truth))
+    assert trace.psnr[-1] == pytest.approx(psnr(display(result.x, task), truth))
 
 
 # -- simulated measurement noise ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import fastsd.functional.mri as FM
 from fastsd.ops.base import LinearOperator, batch_dot
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import equispaced_mask
-from fastsd.ops.mri import MRI
+from fastsd.ops.mri import MRI, estimate_coil_maps
 from fastsd.reference import mri as R
 from fastsd.testing import TOLERANCE, rel_err
 
@@ -321,3 +321,44 @@ def test_birdcage_maps():
         birdcage_maps(0, (8, 8))
     with pytest.raises(ValueError, match="shape"):
         birdcage_maps(4, (8,))
+
+
+def test_estimate_coil_maps_exact_when_nothing_varies_along_the_readout():
+    """Maps and image constant along W put all k-space in the centre column, which the ACS window
+    keeps whole: the estimate is the true maps times the image's phase, exactly."""
+    g = torch.Generator().manual_seed(0)
+    C, H, W = 5, 24, 32
+    S = _crandn(C, H, 1, gen=g).expand(C, H, W)
+    S = S / S.abs().square().sum(0, keepdim=True).sqrt()
+    x = _crandn(1, H, 1, gen=g).expand(1, H, W)
+    for acs in (1, 6, 8, W):
+        est = estimate_coil_maps(R.fft2c(S * x), acs)
+        assert est.shape == (C, H, W) and est.dtype == torch.complex64
+        assert rel_err(est, S * (x / x.abs())) < 1e-5
+
+
+def test_estimate_coil_maps_recovers_birdcage_maps_up_to_phase():
+    """Smooth (birdcage) maps times a smooth complex image: the estimate has Σ|Ŝ|² = 1 and equals the
+    true maps up to one phase per pixel, closer the more ACS columns it sees."""
+    C, H, W = 4, 48, 64
+    S = birdcage_maps(C, (H, W))
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    x = (0.5 + torch.exp(-(xx**2 + yy**2) / 0.5)) * torch.exp(1j * (0.8 * xx + 0.5 * yy))
+    errs = []
+    for acs in (8, 24, 64):
+        est = estimate_coil_maps(R.fft2c(S * x), acs)
+        assert torch.allclose(est.abs().square().sum(0), torch.ones(H, W), atol=1e-5)
+        phase = (est * S.conj()).sum(0)  # e^{iφ} Σ|S|² = e^{iφ} where the estimate is exact
+        errs.append(rel_err(est, S * phase / phase.abs()))
+    assert errs[0] > errs[1] > errs[2] and errs[1] < 0.15
+
+
+def test_estimate_coil_maps_bad_inputs():
+    k = torch.zeros(2, 8, 8, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="complex"):
+        estimate_coil_maps(k.real, 4)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        estimate_coil_maps(k[0], 4)
+    for acs in (0, 9):
+        with pytest.raises(ValueError, match="acs"):
+            estimate_coil_maps(k, acs)

@@ -35,8 +35,9 @@ import torch
 import fastsd.functional.mri  # noqa: F401  (registers the fastsd::mri_* ops)
 from fastsd.functional.mri import validate_mri_args
 from fastsd.ops.base import LinearOperator, conjugate_gradient
+from fastsd.reference.mri import ifftnc
 
-__all__ = ["MRI", "MRI3D"]
+__all__ = ["MRI", "MRI3D", "estimate_coil_maps", "low_resolution_maps"]
 
 _ops = torch.ops.fastsd
 
@@ -224,3 +225,33 @@ class MRI3D(MRI):
         if x.ndim != 4 or x.shape[1] != 2 or x.shape[0] % batch:
             raise ValueError(f"expected slices (B*D, 2, H, W) for batch {batch}, got shape {tuple(x.shape)}")
         return x.reshape(batch, -1, *x.shape[1:]).transpose(1, 2).contiguous()
+
+
+# -- coil-map estimation (as deepinv keeps ``estimate_coil_maps`` beside its MultiCoilMRI) ---------
+
+
+def low_resolution_maps(low: torch.Tensor, nd: int) -> torch.Tensor:
+    """Coil maps from low-pass (windowed calibration) k-space ``low`` (C,*S) over ``nd`` spatial
+    dims: the low-resolution coil images over their root-sum-of-squares, so ``Σ_c |S_c|² = 1``
+    wherever the image has signal (pixels below 1e-6 of the peak RSS are left near zero)."""
+    img = ifftnc(low, nd)
+    rss = img.abs().square().sum(0, keepdim=True).sqrt()
+    return img / rss.clamp_min(1e-6 * float(rss.max()))
+
+
+def estimate_coil_maps(kspace: torch.Tensor, acs: int) -> torch.Tensor:
+    """Coil maps (C,H,W) complex from multi-coil centred k-space (C,H,W) whose ``acs`` centre
+    columns (the ACS lines of a 1-D Cartesian mask) are fully sampled: those columns under a Hann
+    window give smooth low-resolution coil images, divided by their RSS (:func:`low_resolution_maps`).
+    The maps equal the true ones up to one phase per pixel (that of the image) where coil
+    sensitivities are smooth on the scale of ``W / acs`` pixels."""
+    if kspace.ndim != 3 or not kspace.is_complex():
+        raise ValueError(f"kspace must be complex (C, H, W), got {kspace.dtype} of shape {tuple(kspace.shape)}")
+    W = kspace.shape[-1]
+    if not 1 <= acs <= W:
+        raise ValueError(f"acs must be between 1 and the {W} k-space columns, got {acs}")
+    c0 = (W - acs + 1) // 2
+    win = torch.hann_window(acs + 2, periodic=False, dtype=torch.float32, device=kspace.device)[1:-1]
+    low = torch.zeros_like(kspace)
+    low[..., c0 : c0 + acs] = kspace[..., c0 : c0 + acs] * win
+    return low_resolution_maps(low, 2)
