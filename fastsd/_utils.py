@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["per_problem", "dc_weight"]
+__all__ = ["per_problem", "dc_weight", "pad_to"]
 
 
 def per_problem(v, like: torch.Tensor):
@@ -22,3 +23,13 @@ def dc_weight(lam: float) -> float:
     ``(1 - w M) k + w M y``; ``lam = inf`` gives ``w = 1`` (hard replacement)."""
     lam = float(lam)
     return 1.0 if math.isinf(lam) else lam / (1.0 + lam)
+
+
+def pad_to(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``h`` zero-padded (split evenly, the odd one after) to ``like``'s spatial size (dims 2...):
+    how the U-Nets join an upsampled map to a larger skip."""
+    pad = []
+    for d in range(h.ndim - 1, 1, -1):  # F.pad order: last dimension first
+        diff = like.shape[d] - h.shape[d]
+        pad += [diff // 2, diff - diff // 2]
+    return F.pad(h, pad) if any(pad) else h

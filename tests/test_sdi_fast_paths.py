@@ -1,6 +1,6 @@
-"""The fast paths of the self-diffusion training step on CPU: fused BatchNorm + ReLU, bf16
-autocast, one network shared by the slices of a volume, the prepared run that benchmarks time,
-and cuDNN autotuning around the step graph. The same code runs compiled and graphed on a GPU."""
+"""The fast paths of the self-diffusion training step on CPU: fused BatchNorm + ReLU and
+upsample-concat, bf16 autocast, one network shared by the slices of a volume, the prepared run that
+benchmarks time, and cuDNN autotuning around the step graph. The same code runs compiled and graphed on a GPU."""
 import pytest
 import torch
 
@@ -8,7 +8,7 @@ from fastsd.data import mri_slice
 from fastsd.functional.noise import noisy_input
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.metrics import magnitude, psnr
-from fastsd.nets.fused import BatchNormReLU
+from fastsd.nets.fused import BatchNormReLU, FusedUpsampleConcat
 from fastsd.nets.unet import UNet
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import equispaced_mask
@@ -35,7 +35,8 @@ def test_fused_norm_solve_equals_unfused():
     a = SelfDiffusion(fused_norm=False, **kw).solve(y, op)
     b = SelfDiffusion(fused_norm=True, **kw).solve(y, op)
     assert b.info["fused_norm"] and not a.info["fused_norm"]
-    assert any(isinstance(m, BatchNormReLU) for m in SelfDiffusion(fused_norm=True, **kw).prepare(y, op).net.template.modules())
+    modules = list(SelfDiffusion(fused_norm=True, **kw).prepare(y, op).net.template.modules())
+    assert any(isinstance(m, BatchNormReLU) for m in modules) and any(isinstance(m, FusedUpsampleConcat) for m in modules)
     assert rel_err(b.x, a.x) < 1e-5
 
 

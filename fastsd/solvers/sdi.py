@@ -36,7 +36,7 @@ from torch import nn
 from fastsd._checks import check_problem
 from fastsd._utils import per_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam
-from fastsd.nets.fused import fuse_bn_relu
+from fastsd.nets.fused import fuse_layers
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
 from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
@@ -137,9 +137,12 @@ class SelfDiffusion:
             16 coils): bf16 steps 1.2x faster, solves 0.26 dB below fp32 and 0.63 dB below the
             official loop on average (benchmarks/results/2026-12-04-nvidia-h200-run1.md), so fp32
             stays the default.
-        fused_norm: train-mode BatchNorm + ReLU as one fused op (:mod:`fastsd.nets.fused`; same
-            arithmetic). Default: on CUDA with bf16, where it saves the float32 copies around
-            cuDNN's BatchNorm (measured 6.66 -> 6.49 ms per step; neutral in fp32).
+        fused_norm: the network's fused layers (:func:`fastsd.nets.fused.fuse_layers`; same
+            arithmetic): train-mode BatchNorm + ReLU as one op and the U-Net decoder's upsample +
+            pad + concat as one op. Default: on CUDA with bf16, where the BatchNorm op saves the
+            float32 copies around cuDNN's BatchNorm (measured 6.66 -> 6.49 ms per step, before the
+            upsample-concat op existed; neutral in fp32). The upsample-concat op is not yet
+            measured on a GPU.
         cudnn_benchmark: let cuDNN time its convolution algorithms during warm-up, before the
             graph is captured (default off: measured no change for the paper U-Net).
         compile: ``torch.compile`` the network's forward (and so its backward) inside the step:
@@ -250,7 +253,7 @@ class SelfDiffusion:
             else:
                 net = init_weights(ConvNet1d(c, c, width=self.width or (32 if self.small else 64),
                                              out_activation=cfg["out_activation"]), generator=gen)
-        return fuse_bn_relu(net) if fused else net
+        return fuse_layers(net) if fused else net
 
     # -- solve -----------------------------------------------------------------------------------
     def prepare(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None) -> SDIRun:
