@@ -72,7 +72,7 @@ def fuse_upsample_concat(net: nn.Module) -> nn.Module:
     """Replace every :class:`~fastsd.nets.unet.UpsampleConcat` submodule of ``net`` by
     :class:`FusedUpsampleConcat`; returns ``net``."""
     for m in list(net.modules()):
-        for name, child in m.named_children():
+        for name, child in list(m.named_children()):
             if type(child) is UpsampleConcat:
                 setattr(m, name, FusedUpsampleConcat())
     return net
