@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["per_problem", "dc_weight", "capturing"]
+__all__ = ["per_problem", "dc_weight", "capturing", "pad_to"]
 
 
 def per_problem(v, like: torch.Tensor):
@@ -28,3 +29,13 @@ def capturing(t: torch.Tensor) -> bool:
     """True while ``t``'s CUDA stream is being captured into a graph: host syncs, checks that read
     values and fresh allocations must be skipped then (the graph was validated eagerly)."""
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def pad_to(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``h`` zero-padded (split evenly, the odd one after) to ``like``'s spatial size (dims 2...):
+    how the U-Nets join an upsampled map to a larger skip."""
+    pad = []
+    for d in range(h.ndim - 1, 1, -1):  # F.pad order: last dimension first
+        diff = like.shape[d] - h.shape[d]
+        pad += [diff // 2, diff - diff // 2]
+    return F.pad(h, pad) if any(pad) else h

@@ -1,6 +1,6 @@
-"""The fast paths of the self-diffusion training step on CPU: fused BatchNorm + ReLU, bf16
-autocast, one network shared by the slices of a volume, the prepared run that benchmarks time,
-and cuDNN autotuning around the step graph. The same code runs compiled and graphed on a GPU."""
+"""The fast paths of the self-diffusion training step on CPU: fused BatchNorm + ReLU and
+upsample-concat, bf16 autocast, one network shared by the slices of a volume, the prepared run that
+benchmarks time, and cuDNN autotuning around the step graph. The same code runs compiled and graphed on a GPU."""
 import pytest
 import torch
 
@@ -8,7 +8,7 @@ from fastsd.data import mri_slice
 from fastsd.functional.noise import noisy_input
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.metrics import magnitude, psnr
-from fastsd.nets.fused import BatchNormReLU
+from fastsd.nets.fused import BatchNormReLU, FusedUpsampleConcat
 from fastsd.nets.unet import UNet
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import equispaced_mask
@@ -27,15 +27,21 @@ def _psnr(x, x_true):
     return sum(psnr(magnitude(x)[b], magnitude(x_true)[b]) for b in range(x.shape[0])) / x.shape[0]
 
 
-def test_fused_norm_solve_equals_unfused():
+@pytest.mark.parametrize("fused", [dict(fused_norm=True), dict(fused_upsample=True),
+                                   dict(fused_norm=True, fused_upsample=True)])
+def test_fused_layers_solve_equals_unfused(fused):
     """Same arithmetic: with T = K = 1 the result is the first forward (before any Adam update, which
     would amplify rounding differences of the zero-gradient conv biases), so both paths must agree."""
     x, op, y = _problem()
     kw = dict(preset="mri", small=True, T=1, K=1, seed=1)
     a = SelfDiffusion(fused_norm=False, **kw).solve(y, op)
-    b = SelfDiffusion(fused_norm=True, **kw).solve(y, op)
-    assert b.info["fused_norm"] and not a.info["fused_norm"]
-    assert any(isinstance(m, BatchNormReLU) for m in SelfDiffusion(fused_norm=True, **kw).prepare(y, op).net.template.modules())
+    b = SelfDiffusion(**fused, **kw).solve(y, op)
+    assert not a.info["fused_norm"] and not a.info["fused_upsample"]
+    assert b.info["fused_norm"] == fused.get("fused_norm", False)
+    assert b.info["fused_upsample"] == fused.get("fused_upsample", False)
+    modules = list(SelfDiffusion(**fused, **kw).prepare(y, op).net.template.modules())
+    assert any(isinstance(m, BatchNormReLU) for m in modules) == b.info["fused_norm"]
+    assert any(isinstance(m, FusedUpsampleConcat) for m in modules) == b.info["fused_upsample"]
     assert rel_err(b.x, a.x) < 1e-5
 
 

@@ -1,8 +1,11 @@
-"""Fused network layers: train-mode BatchNorm + ReLU in one op (:func:`fastsd.functional.bn_relu`).
+"""Fused network layers: train-mode BatchNorm + ReLU in one op (:func:`fastsd.functional.bn_relu`)
+and the U-Net decoder's upsample + pad + concat in one op (:func:`fastsd.functional.upsample_concat`).
 
 :func:`fuse_bn_relu` rewrites a network in place, replacing each ``BatchNorm2d`` directly followed
-by a ``ReLU`` inside an ``nn.Sequential`` by :class:`BatchNormReLU` and the ReLU by ``Identity``.
-Parameter and buffer names are unchanged, so state dicts, the paper initialisation and
+by a ``ReLU`` inside an ``nn.Sequential`` by :class:`BatchNormReLU` and the ReLU by ``Identity``;
+:func:`fuse_upsample_concat` replaces each :class:`~fastsd.nets.unet.UpsampleConcat` by
+:class:`FusedUpsampleConcat`; :func:`fuse_layers` does both. Parameter and buffer names are
+unchanged, so state dicts, the paper initialisation and
 :class:`~fastsd.graphs.step_graph.BatchedNet` see the same network.
 """
 from __future__ import annotations
@@ -12,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastsd.functional.batchnorm import bn_relu
+from fastsd.functional.upcat import upsample_concat
+from fastsd.nets.unet import UpsampleConcat
 
-__all__ = ["BatchNormReLU", "fuse_bn_relu"]
+__all__ = ["BatchNormReLU", "FusedUpsampleConcat", "fuse_bn_relu", "fuse_upsample_concat", "fuse_layers"]
 
 
 class BatchNormReLU(nn.BatchNorm2d):
@@ -54,6 +59,28 @@ def fuse_bn_relu(net: nn.Module) -> nn.Module:
                 fused.train(bn.training)
                 seq._modules[a], seq._modules[b] = fused, nn.Identity()
     return net
+
+
+class FusedUpsampleConcat(UpsampleConcat):
+    """:class:`~fastsd.nets.unet.UpsampleConcat` as one fused op."""
+
+    def forward(self, skip: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return upsample_concat(skip, h)
+
+
+def fuse_upsample_concat(net: nn.Module) -> nn.Module:
+    """Replace every :class:`~fastsd.nets.unet.UpsampleConcat` submodule of ``net`` by
+    :class:`FusedUpsampleConcat`; returns ``net``."""
+    for m in list(net.modules()):
+        for name, child in list(m.named_children()):
+            if type(child) is UpsampleConcat:
+                setattr(m, name, FusedUpsampleConcat())
+    return net
+
+
+def fuse_layers(net: nn.Module) -> nn.Module:
+    """Every fused layer of this module: :func:`fuse_bn_relu` then :func:`fuse_upsample_concat`."""
+    return fuse_upsample_concat(fuse_bn_relu(net))
 
 
 def _device(m: nn.Module):

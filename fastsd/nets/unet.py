@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "ConvNet1d", "init_weights", "pad_to"]
+from fastsd._utils import pad_to
+
+__all__ = ["UNet", "ConvNet1d", "UpsampleConcat", "init_weights", "pad_to"]
 
 
 def init_weights(net: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
@@ -32,13 +34,14 @@ def init_weights(net: nn.Module, std: float = 0.02, generator: torch.Generator |
     return net
 
 
-def pad_to(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``h`` zero-padded (split evenly, the odd one after) to ``like``'s spatial size (dims 2...)."""
-    pad = []
-    for d in range(h.ndim - 1, 1, -1):  # F.pad order: last dimension first
-        diff = like.shape[d] - h.shape[d]
-        pad += [diff // 2, diff - diff // 2]
-    return F.pad(h, pad) if any(pad) else h
+class UpsampleConcat(nn.Module):
+    """The decoder join ``cat([skip, pad_to(upsample2x(h), skip)], dim=1)`` (bilinear,
+    ``align_corners=True``). A module without parameters, so
+    :func:`fastsd.nets.fused.fuse_upsample_concat` can swap in the fused op."""
+
+    def forward(self, skip: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
+        return torch.cat([skip, pad_to(h, skip)], dim=1)
 
 
 def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2) -> nn.Sequential:
@@ -82,6 +85,7 @@ class UNet(nn.Module):
             cin, cout = up + ch[i], ch[max(i - 1, 0)]
             self.ups.append(_block(cin, cout, mid=cin // 2))
             up = cout
+        self.join = UpsampleConcat()
         self.outc = nn.Conv2d(up, out_channels, 1)
         init_weights(self, generator=None if seed is None else torch.Generator().manual_seed(seed))
 
@@ -104,9 +108,7 @@ class UNet(nn.Module):
             skips.append(down(F.max_pool2d(skips[-1], 2)))
         h = self.bottleneck(skips.pop())
         for up in self.ups:
-            skip = skips.pop()
-            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
-            h = up(torch.cat([skip, pad_to(h, skip)], dim=1))
+            h = up(self.join(skips.pop(), h))
         out = self.outc(h)
         return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
 

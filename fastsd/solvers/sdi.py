@@ -36,7 +36,7 @@ from torch import nn
 from fastsd._checks import check_problem
 from fastsd._utils import per_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_enabled, graph_safe_adam
-from fastsd.nets.fused import fuse_bn_relu
+from fastsd.nets.fused import fuse_bn_relu, fuse_upsample_concat
 from fastsd.nets.unet import ConvNet1d, UNet, init_weights
 from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
@@ -112,6 +112,9 @@ class SelfDiffusion:
         fused_norm: train-mode BatchNorm + ReLU as one fused op (:mod:`fastsd.nets.fused`; same
             arithmetic). Default: on CUDA with bf16, where it saves the float32 copies around
             cuDNN's BatchNorm (measured 6.66 -> 6.49 ms per step; neutral in fp32).
+        fused_upsample: the U-Net decoder's bilinear upsample + pad + concat as one fused op
+            (:func:`fastsd.nets.fused.fuse_upsample_concat`; same arithmetic). Off by default:
+            not yet measured on a GPU (a lever of ``benchmarks/run.py --sections levers``).
         cudnn_benchmark: let cuDNN time its convolution algorithms during warm-up, before the
             graph is captured (default off: measured no change for the paper U-Net).
         compile: ``torch.compile`` the network's forward (and so its backward) inside the step:
@@ -148,6 +151,7 @@ class SelfDiffusion:
         dtype: torch.dtype = torch.float32,
         precision: str = "fp32",
         fused_norm: bool | None = None,
+        fused_upsample: bool = False,
         cudnn_benchmark: bool = False,
         compile: bool | str = False,
         use_graph: bool | None = None,
@@ -182,6 +186,7 @@ class SelfDiffusion:
         self.net, self.small, self.width, self.depth, self.update = net, small, width, depth, update
         self.seed, self.device, self.dtype = int(seed), device, dtype
         self.shared_net, self.precision, self.fused_norm = bool(shared_net), precision, fused_norm
+        self.fused_upsample = bool(fused_upsample)
         self.cudnn_benchmark, self.compile = cudnn_benchmark, compile
         self.use_graph, self.warmup = use_graph, warmup
         self.net_: BatchedNet | None = None  # the trained networks after solve()
@@ -207,6 +212,7 @@ class SelfDiffusion:
         return cfg
 
     def _make_net(self, layout: NetLayout, cfg: dict, gen: torch.Generator, fused: bool) -> nn.Module:
+        """Problem b's network from its generator ``gen``, with the fused layers asked for."""
         if self.net is not None:
             net = copy.deepcopy(self.net)
         else:
@@ -222,7 +228,9 @@ class SelfDiffusion:
             else:
                 net = init_weights(ConvNet1d(c, c, width=self.width or (32 if self.small else 64),
                                              out_activation=cfg["out_activation"]), generator=gen)
-        return fuse_bn_relu(net) if fused else net
+        if fused:
+            net = fuse_bn_relu(net)
+        return fuse_upsample_concat(net) if self.fused_upsample else net
 
     # -- solve -----------------------------------------------------------------------------------
     def prepare(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None) -> SDIRun:
@@ -299,7 +307,7 @@ class SelfDiffusion:
         runner = StepGraph(inner, dev, use_graph=graphed, warmup=self.warmup, cudnn_benchmark=benchmark)
         self.net_ = bnet
         run = SDIRun(cfg=cfg, device=dev, layout=layout, x_like=x_like, net=bnet, scale=scale, sigmas=sigmas,
-                     inner=inner, runner=runner, info=dict(cuda_graph=bool(graphed), fused_norm=fused,
+                     inner=inner, runner=runner, info=dict(cuda_graph=bool(graphed), fused_norm=fused, fused_upsample=self.fused_upsample,
                                                            cudnn_benchmark=benchmark, compile=self.compile))
         run.set_level(0)
         return run
