@@ -33,7 +33,7 @@ from fastsd.reference import mri as ref_mri
 from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi import SelfDiffusion, total_variation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # SelfDiffusion's defaults on CUDA, as lever options.
 DEFAULT_ON_CUDA = dict(precision="fp32", fused_norm=False, cudnn_benchmark=False)
 # The two anchor problems (image size, coils in the name).
