@@ -1,4 +1,4 @@
-"""Problems, byte counts and step builders shared by ``benchmarks.run`` and the pytest suites.
+"""Problems, byte counts and step builders shared by the benchmark sections and the pytest suites.
 
 Every fused op is paired with its plain-PyTorch reference on the same inputs; both count the same
 ``bytes_moved`` (the traffic of the fused pipeline, see :func:`mri_bytes`), so their GB/s ratio is
@@ -9,6 +9,7 @@ assembles them for MRI (un-squared residual norm + 1e-4 TV, Adam lr 1e-3, one
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -19,12 +20,13 @@ if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") == "1":
     del os.environ["TRITON_INTERPRET"]
     TRITON_INTERPRET_CLEARED = True
 
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import fastsd.functional.fidelity  # noqa: E402,F401  (registers fastsd::masked_fidelity)
 import fastsd.functional.mri  # noqa: E402,F401  (registers fastsd::mri_*)
 import fastsd.functional.noise  # noqa: E402,F401  (registers fastsd::noisy_input)
+from fastsd.data import mri_slice  # noqa: E402
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_safe_adam  # noqa: E402
 from fastsd.nets.unet import UNet  # noqa: E402
 from fastsd.ops.coils import birdcage_maps  # noqa: E402
@@ -113,6 +115,30 @@ def mri_bytes(kind: str, B: int, C: int, H: int, W: int, coil_maps: bool, x_byte
     else:
         raise ValueError(kind)
     return dict(bytes_moved=passes, io_bytes=io)
+
+
+def case_shape(name: str) -> tuple[int, int]:
+    """(size, coils) from a case name ``mri-{N}x{N}-{C}coil``."""
+    m = re.fullmatch(r"mri-(\d+)x\1-(\d+)coil", name)
+    if m is None:
+        raise ValueError(f"case names read 'mri-<N>x<N>-<C>coil', got {name!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def mri_case(name: str, device, batch: int = 1) -> dict:
+    """Truth x (batch, 2, N, N), operator and y = A x for a named full-solve problem (the bundled
+    head slice with a smooth phase, birdcage maps, 4x equispaced mask). A batch holds ``batch``
+    slices of a synthetic scan: the bundled slice shifted and rescaled per slice."""
+    size, coils = case_shape(name)
+    x = mri_slice(size, phase="smooth")
+    if batch > 1:
+        x = torch.cat([torch.roll(x, (2 * b, -b), dims=(-2, -1)) * (1.0 - 0.02 * b) for b in range(batch)])
+    op = MRI(equispaced_mask((size, size), 4, acs_lines=min(20, size // 8)), birdcage_maps(coils, (size, size)) if coils > 1 else None)
+    op = op.to(device)
+    x = x.to(device)
+    with torch.no_grad():
+        y = op(x)
+    return dict(name=name, x=x, op=op, y=y, size=size, coils=coils)
 
 
 # ---------------------------------------------------------------------------------------------

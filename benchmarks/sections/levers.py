@@ -1,4 +1,5 @@
-"""The network training step: each lever alone and together, and where the step's time goes.
+"""Section 'levers': the network training step with each speed lever alone and together, where the
+step's time goes, and B slices of a volume on one shared network.
 
 Every variant is the solver's own step (:meth:`fastsd.solvers.sdi.SelfDiffusion.prepare` on the
 anchor's MRI problem), timed as ``run.runner.run(1)`` — a CUDA-graph replay on CUDA — so the
@@ -12,7 +13,7 @@ import statistics
 
 import torch
 
-from benchmarks.anchor import mri_case
+from benchmarks.cases import mri_case, target_entry
 from fastsd.graphs.step_graph import StepGraph
 from fastsd.solvers.sdi import SelfDiffusion
 
@@ -29,6 +30,14 @@ LEVERS = {
     "bf16+compile": dict(precision="bf16", fused_norm=False, cudnn_benchmark=False, compile=True),
 }
 
+METHOD = ("SelfDiffusion(preset='mri').prepare(y, op) with each lever's options on the anchor's 320x320 "
+          "16-coil problem; one call = run.runner.run(1) (a CUDA-graph replay on CUDA). breakdown/*: each part "
+          "of the step graphed alone after warm-up steps of the same run; backward = fwd_bwd - fwd. volume/*: "
+          "B1 = one slice per step (one network), B<n> = n slices per step on one shared network "
+          "(shared_net=True); slices_per_s = B / median_s; volume_speedup = B<n> slices/s over B1.")
+COLUMNS = [("name", "name"), ("median ms", "ms"), ("speed-up vs fp32", "speedup_vs_fp32"),
+           ("slices/s", "slices_per_s"), ("volume speed-up", "volume_speedup")]
+
 
 def prepared_run(case: dict, B: int = 1, small: bool = False, **options):
     """The solver's prepared run on ``case`` (B copies of its measurements unless the case has B)."""
@@ -36,10 +45,10 @@ def prepared_run(case: dict, B: int = 1, small: bool = False, **options):
     return SelfDiffusion(preset="mri", T=2, K=1, small=small, seed=0, **options).prepare(y, case["op"])
 
 
-def breakdown_parts(run) -> dict:
-    """Zero-argument closures for the parts of ``run``'s step, each to be graphed alone."""
-    inner = run.inner
-    params = list(run.net.parameters())
+def breakdown_parts(prep) -> dict:
+    """Zero-argument closures for the parts of ``prep``'s step (a prepared run), each to be graphed alone."""
+    inner = prep.inner
+    params = list(prep.net.parameters())
     x_in = inner.x_in
     out0 = inner.out.detach().clone().requires_grad_(True)
     g_out = torch.full_like(x_in, 1e-3)
@@ -66,8 +75,8 @@ def breakdown_parts(run) -> dict:
                 noise=noise)
 
 
-def section(b) -> None:
-    """Bench section 'levers': step ms per lever at the anchor's 320² 16-coil case (and a breakdown of
+def run(b) -> None:
+    """Section 'levers': step ms per lever at the anchor's 320² 16-coil case (and a breakdown of
     the slowest and the fastest variant), plus the volume step: B slices on one shared network."""
     dev, cfg = b.device, b.cfg
     case = mri_case(cfg["lever_case"], dev)
@@ -76,8 +85,8 @@ def section(b) -> None:
     timed = {}
     for name, opts in LEVERS.items():
         def body(opts=opts):
-            run = prepared_run(case, small=small, **opts)
-            times = b.time(lambda: run.runner.run(1), reps, warm)
+            prep = prepared_run(case, small=small, **opts)
+            times = b.time(lambda: prep.runner.run(1), reps, warm)
             return times, dict(step_ms=1e3 * statistics.median(times))
 
         r = b.item("levers", f"levers/{case['name']}/{name}", dict(case=case["name"], small=small, **opts), body)
@@ -93,16 +102,16 @@ def section(b) -> None:
             r["speedup_vs_fp32"] = base["median_s"] / r["median_s"]
     b.best_lever = best
     for name in dict.fromkeys(["fp32", best]):
-        run = prepared_run(case, small=small, **LEVERS[name])
-        run.runner.run(warm)  # Adam state and cuDNN choices as in the real step
-        for part, fn in breakdown_parts(run).items():
+        prep = prepared_run(case, small=small, **LEVERS[name])
+        prep.runner.run(warm)  # Adam state and cuDNN choices as in the real step
+        for part, fn in breakdown_parts(prep).items():
             def body(fn=fn):
                 g = StepGraph(fn, dev, use_graph=dev.type == "cuda", cudnn_benchmark=LEVERS[name]["cudnn_benchmark"])
                 return b.time(lambda: g.run(1), reps, warm), {}
 
             b.item("levers", f"breakdown/{case['name']}/{name}/{part}", dict(case=case["name"], lever=name, part=part),
                    body)
-        del run
+        del prep
         b.free()
     # Volume: B slices of one scan per step on one shared network, against one slice per step.
     B = cfg["volume_B"]
@@ -110,8 +119,8 @@ def section(b) -> None:
     for label, n, shared in (("B1", 1, False), (f"B{B}", B, True)):
         def body(n=n, shared=shared):
             c = vcase if n == B else dict(vcase, y=vcase["y"][:1])
-            run = prepared_run(c, B=n, small=small, shared_net=shared, **LEVERS[best])
-            times = b.time(lambda: run.runner.run(1), reps, warm)
+            prep = prepared_run(c, B=n, small=small, shared_net=shared, **LEVERS[best])
+            times = b.time(lambda: prep.runner.run(1), reps, warm)
             return times, dict(slices_per_s=n / statistics.median(times))
 
         b.item("levers", f"volume/{case['name']}/{label}", dict(case=case["name"], B=n, shared_net=shared, lever=best),
@@ -120,3 +129,18 @@ def section(b) -> None:
     one, many = b.find(f"volume/{case['name']}/B1"), b.find(f"volume/{case['name']}/B{B}")
     if one and many:
         many["volume_speedup"] = many["slices_per_s"] / one["slices_per_s"]
+
+
+def targets(results: list[dict]) -> dict:
+    """The issue's step-time and volume targets at the anchor's 320x320 16-coil case."""
+    out = {}
+    steps = [r for r in results if r["name"].startswith("levers/mri-320x320-16coil/") and "median_s" in r]
+    if steps:
+        best = min(steps, key=lambda r: r["median_s"])
+        out["step_ms[mri-320x320-16coil/unet-paper]"] = dict(target_entry(1e3 * best["median_s"], 2.0, "<="),
+                                                              lever=best["name"].rsplit("/", 1)[1])
+    vol = next((r for r in results if r["name"].startswith("volume/mri-320x320-16coil/B") and "volume_speedup" in r),
+               None)
+    if vol:
+        out[f"volume_speedup[mri-320x320-16coil/B{vol['params']['B']}]"] = target_entry(vol["volume_speedup"], 1.5, ">=")
+    return out

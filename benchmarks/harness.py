@@ -1,0 +1,420 @@
+"""The benchmark harness: configuration, the timer, result records, environment, targets, report.
+
+Sections (:mod:`benchmarks.sections`) are short modules that build their cases and hand the
+timer zero-argument callables; everything they share lives here. On CUDA the timer is
+:func:`triton.testing.do_bench` (CUDA events around each call, L2 flushed before each call); on
+CPU, where ``do_bench`` has no device to time, ``time.perf_counter`` around each call with the same
+interface (per-call seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from benchmarks import cases  # first: clears TRITON_INTERPRET on GPU machines
+from benchmarks.sections import DEFAULT, SECTIONS
+
+REPO = Path(__file__).resolve().parents[1]
+
+TIMING = ("CUDA: the item's warm-up calls, then triton.testing.do_bench(fn, return_mode='all') with its repetition "
+          "time set for at least about the item's repetition count (L2 flushed before each call, one CUDA event "
+          "pair around each call, host not synchronised between calls, so launch-bound work shows its real cost); CPU: "
+          "time.perf_counter per call. median_s is the median of times_s. The repetition count is lowered for slow "
+          "items so that one item stays within about max_item_s.")
+
+
+def config(device: torch.device, quick: bool) -> dict:
+    """Sizes and repetition counts of every section: paper sizes on CUDA, small ones on CPU."""
+    if device.type == "cuda":
+        return dict(
+            copy_numel=2**27,
+            ops_mri=[("small", (1, 1, 256, 256)), ("fill", (16, 15, 320, 320))],
+            ops_elem=[("small", (1, 2, 256, 256)), ("fill", (64, 2, 512, 512))],
+            op_reps=(20, 5) if quick else (100, 10),
+            step_cases=[(1, 256, 256), (15, 320, 320)],
+            step_nets=list(cases.NETS),
+            resample_cases=[(1, 256, 256)],
+            step_reps=(10, 6) if quick else (30, 6),
+            batch_case=(15, 320, 320),
+            batch_nets=["unet-small"] if quick else ["unet-small", "unet-paper"],
+            batch_sizes=(1, 4, 8),
+            batch_vectorize=(8,),
+            batch_reps=(5, 6) if quick else (10, 6),
+            lever_case="mri-320x320-16coil",
+            lever_small=False,
+            volume_B=16,
+            anchor_cases=["mri-320x320-16coil", "mri-256x256-1coil"],
+            anchor_TK=(4, 10) if quick else (40, 50),
+            official_seeds=3,
+            fastsd_seeds=5,
+            volume3d_shape=(32, 40, 32) if quick else (160, 160, 128),
+            volume3d_coils=12,
+            volume3d_TK=(4, 10) if quick else (40, 50),
+            volume3d_seeds=1 if quick else 3,
+            volume3d_lr=None,
+            volume3d_small=False,
+            max_item_s=15.0,
+        )
+    return dict(
+        copy_numel=2**22,
+        ops_mri=[("small", (1, 1, 32, 32)), ("fill", (2, 4, 64, 64))],
+        ops_elem=[("small", (1, 2, 32, 32)), ("fill", (2, 2, 64, 64))],
+        op_reps=(10, 2),
+        step_cases=[(1, 64, 64), (4, 64, 64)],
+        step_nets=["unet-small"],
+        resample_cases=[(1, 64, 64)],
+        step_reps=(5, 2),
+        batch_case=(1, 64, 64),
+        batch_nets=["unet-small"],
+        batch_sizes=(1, 4, 8),
+        batch_vectorize=(),
+        batch_reps=(3, 1),
+        lever_case="mri-32x32-2coil",
+        lever_small=True,
+        volume_B=2,
+        anchor_cases=["mri-64x64-2coil"],
+        anchor_TK=(2, 2),
+        official_seeds=2,
+        fastsd_seeds=2,
+        volume3d_shape=(16, 32, 32),
+        volume3d_coils=4,
+        volume3d_TK=(2, 5),
+        volume3d_seeds=2,
+        volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
+        volume3d_small=True,
+        max_item_s=2.0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# timing and bookkeeping
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class Bench:
+    """Times callables, collects result records and keeps the time budget."""
+
+    def __init__(self, device: torch.device, cfg: dict, budget_s: float):
+        self.device, self.cfg, self.budget_s = device, cfg, budget_s
+        self.t0 = time.perf_counter()
+        self.results: list[dict] = []
+        self.copy_gbps: float | None = None  # set by the 'copy' section, read by 'ops'
+        self.best_lever: str | None = None  # set by the 'levers' section, read by 'anchor'
+
+    # -- budget ----------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.budget_s - self.elapsed()
+
+    def over_budget(self) -> bool:
+        return self.left() <= 0
+
+    # -- timing ----------------------------------------------------------------------------------
+    def time(self, fn, reps: int, warmup: int) -> list[float]:
+        """Per-call seconds of about ``reps`` calls of ``fn`` after ``warmup`` calls; fewer for slow calls."""
+        for _ in range(warmup):
+            fn()
+        sync(self.device)
+        t = time.perf_counter()
+        fn()
+        sync(self.device)
+        one = max(time.perf_counter() - t, 1e-9)
+        reps = int(max(3, min(reps, self.cfg["max_item_s"] / one)))
+        if self.device.type == "cuda":
+            from triton.testing import do_bench
+
+            # do_bench sizes its repetitions by time, each call preceded by an L2 flush (a 256 MB
+            # memset, well under 1 ms): reps x (one call + 1 ms) of it is at least about reps calls.
+            rep_ms = reps * (one + 1e-3) * 1e3
+            return [ms / 1e3 for ms in do_bench(fn, warmup=0, rep=rep_ms, return_mode="all")]
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return times
+
+    # -- records ---------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        print(f"[{self.elapsed():7.1f}s] {msg}", flush=True)
+
+    def add(self, section: str, name: str, params: dict, times: list[float], **derived) -> dict:
+        rec = dict(section=section, name=name, params=params, times_s=times,
+                   median_s=statistics.median(times), **derived)
+        self.results.append(rec)
+        extra = ", ".join(f"{k}={_fmt(v)}" for k, v in derived.items() if isinstance(v, (int, float)))
+        self.log(f"{name}: median {rec['median_s'] * 1e3:.4g} ms" + (f" ({extra})" if extra else ""))
+        return rec
+
+    def error(self, section: str, name: str, params: dict, exc: BaseException) -> None:
+        msg = f"{type(exc).__name__}: {exc}"
+        self.results.append(dict(section=section, name=name, params=params, error=msg,
+                                 traceback=traceback.format_exc(limit=8)))
+        self.log(f"{name}: ERROR {msg[:300]}")
+
+    def skip(self, section: str, name: str, reason: str) -> None:
+        self.results.append(dict(section=section, name=name, skipped=reason))
+        self.log(f"{name}: skipped ({reason})")
+
+    def free(self) -> None:
+        """Release cached memory between items (best effort: a broken CUDA context must not stop the
+        report from being written)."""
+        gc.collect()
+        if self.device.type == "cuda":
+            try:
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def find(self, name: str) -> dict | None:
+        return next((r for r in self.results if r["name"] == name and "median_s" in r), None)
+
+    def item(self, section: str, name: str, params: dict, body) -> dict | None:
+        """Run ``body() -> (times, derived)`` unless over budget; record result or error."""
+        if self.over_budget():
+            self.skip(section, name, f"budget of {self.budget_s:g} s exhausted")
+            return None
+        try:
+            times, derived = body()
+            return self.add(section, name, params, times, **derived)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            self.error(section, name, params, exc)
+            self.free()
+            return None
+
+
+# ---------------------------------------------------------------------------------------------
+# environment, targets, report
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20,
+                              check=True).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git or not a repository
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001
+        triton_version = None
+    # A copy of the tree without its git history (e.g. on a remote GPU machine) names its commit in
+    # FASTSD_COMMIT; whether that copy was clean is then unknown here.
+    given = os.environ.get("FASTSD_COMMIT")
+    status = None if given else _git("status", "--porcelain")
+    env = dict(
+        device=device.type,
+        gpu_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        torch=torch.__version__,
+        triton=triton_version,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        commit=given or _git("rev-parse", "HEAD"),
+        commit_source="FASTSD_COMMIT" if given else "git",
+        dirty=None if status is None else bool(status),
+        date=_dt.date.today().isoformat(),
+        timestamp=_dt.datetime.now().isoformat(timespec="seconds"),
+        host=platform.node(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32),
+        cudnn_benchmark=torch.backends.cudnn.benchmark,
+        fastsd_backend_env=os.environ.get("FASTSD_BACKEND"),
+        triton_interpret_cleared=cases.TRITON_INTERPRET_CLEARED,
+    )
+    if device.type == "cuda":
+        prop = torch.cuda.get_device_properties(device)
+        env.update(gpu_memory_bytes=prop.total_memory, gpu_sms=prop.multi_processor_count)
+    return env
+
+
+def slug(env: dict) -> str:
+    name = env["gpu_name"] or f"cpu-{platform.machine()}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def evaluate_targets(results: list[dict], device_name: str) -> dict:
+    """The issue's H100 targets, evaluated with this run's measurements (pass = None if unmeasured)."""
+    out = {"note": f"targets are stated for an H100; evaluated here on {device_name} with the measured values"}
+    for mod in SECTIONS.values():
+        if hasattr(mod, "targets"):
+            out.update(mod.targets(results))
+    return out
+
+
+def _cell(r: dict, key: str) -> str:
+    """One table cell: 'name', 'ms' (median), 'field', 'p:param', 'pct:field' or 'ms:field'."""
+    if key == "name":
+        return r["name"]
+    if key == "ms":
+        return f"{r['median_s'] * 1e3:.4g}"
+    kind, _, field = key.rpartition(":")
+    v = r["params"].get(field) if kind == "p" else r.get(field)
+    if v is None:
+        return ""
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "ms":
+        return f"{v * 1e3:.4g}"
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def markdown(report: dict) -> str:
+    env = report
+    lines = [f"# fastsd benchmarks — {env['gpu_name'] or env['device']} ({env['date']})", "",
+             f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, commit "
+             f"{(env['commit'] or 'unknown')[:12]}{' (dirty)' if env['dirty'] else ''}, quick={env['quick']}, "
+             f"total {env['elapsed_s']:.1f} s", ""]
+    for sec, mod in SECTIONS.items():
+        rows = [r for r in report["results"] if r["section"] == sec and "median_s" in r]
+        other = [r for r in report["results"] if r["section"] == sec and "median_s" not in r]
+        if not rows and not other:
+            continue
+        lines += [f"## {sec}", ""]
+        if rows:
+            cols = mod.COLUMNS
+            lines.append("| " + " | ".join(h for h, _ in cols) + " |")
+            lines.append("|" + "---|" * len(cols))
+            lines += ["| " + " | ".join(_cell(r, k) for _, k in cols) + " |" for r in rows]
+            lines.append("")
+        for r in other:
+            what = r.get("error") or f"skipped: {r.get('skipped')}"
+            lines.append(f"- `{r['name']}`: {what}")
+        if other:
+            lines.append("")
+    tg = {k: v for k, v in report["targets"].items() if isinstance(v, dict)}
+    lines += ["## targets", "", report["targets"]["note"], ""]
+    if tg:
+        lines += ["| target | measured | rule | pass |", "|---|---|---|---|"]
+        for k, v in tg.items():
+            val = "not measured" if v["value"] is None else f"{v['value']:.4g}"
+            ok = "n/a" if v["pass"] is None else ("yes" if v["pass"] else "NO")
+            lines.append(f"| {k} | {val} | {v['rule']} {v['threshold']} | {ok} |")
+    else:
+        lines.append("(no target was measurable on this device)")
+    return "\n".join(lines) + "\n"
+
+
+def _unique(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for i in range(2, 1000):
+        cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        if not cand.exists():
+            return cand
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv=None, description: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=description)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and models (forced on CPU)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="output directory")
+    ap.add_argument("--only", default=None,
+                    help=f"comma-separated sections out of {','.join(SECTIONS)} (default {','.join(DEFAULT)})")
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="soft time limit: items starting after it are skipped (default 420)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: 1 on CPU runs, stable on shared cores; torch's default "
+                         "with CUDA); 0 keeps torch's default")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override one config entry, e.g. --set fastsd_seeds=2 --set 'anchor_cases=[\"mri-256x256-1coil\"]'")
+    args = ap.parse_args(argv)
+
+    only = DEFAULT if not args.only else tuple(s.strip() for s in args.only.split(",") if s.strip())
+    bad = [s for s in only if s not in SECTIONS]
+    if bad:
+        ap.error(f"unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
+    device = cases.default_device()
+    quick = args.quick or device.type != "cuda"
+    threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if cases.TRITON_INTERPRET_CLEARED:
+        print("note: TRITON_INTERPRET=1 was set; cleared it so the GPU runs compiled kernels", flush=True)
+    cfg = config(device, quick)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            ap.error(f"--set: unknown config entry {key!r}; known: {', '.join(cfg)}")
+        cfg[key] = json.loads(value)
+    env = environment(device)
+    print(f"fastsd benchmarks on {env['gpu_name'] or 'cpu'} (torch {env['torch']}, triton {env['triton']}), "
+          f"quick={quick}, budget {args.budget_s:g} s, sections {','.join(only)}", flush=True)
+
+    b = Bench(device, cfg, args.budget_s)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = _unique(out / f"{env['date']}-{slug(env)}.json")
+    methods = dict(timing=TIMING, **{name: mod.METHOD for name, mod in SECTIONS.items()})
+    ran = {}
+
+    def write() -> str:
+        """(Re)write JSON + markdown; called after every section so a killed run leaves a report."""
+        report = dict(env, quick=quick, args=vars(args), config=cfg, budget_s=args.budget_s,
+                      elapsed_s=b.elapsed(), sections=ran, copy_gb_per_s=b.copy_gbps, methods=methods,
+                      results=b.results)
+        report["targets"] = evaluate_targets(b.results, env["gpu_name"] or "cpu")
+        path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        md = markdown(report)
+        path.with_suffix(".md").write_text(md)
+        return md
+
+    for sec, mod in SECTIONS.items():
+        if sec not in only:
+            continue
+        if b.over_budget():
+            b.skip(sec, sec, f"budget of {args.budget_s:g} s exhausted")
+            ran[sec] = "skipped (budget)"
+            continue
+        t = time.perf_counter()
+        try:
+            mod.run(b)
+            ran[sec] = "ran"
+        except Exception as exc:  # noqa: BLE001 - recorded, the next section still runs
+            b.error(sec, sec, {}, exc)
+            ran[sec] = f"error: {type(exc).__name__}: {exc}"
+            b.free()
+        ran[sec + "_s"] = time.perf_counter() - t
+        write()
+
+    md = write()
+    print()
+    print(md)
+    print(f"wrote {path} and {path.with_suffix('.md')}", flush=True)
+    return 0

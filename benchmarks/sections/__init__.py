@@ -1,0 +1,12 @@
+"""One module per benchmark section, in the order :mod:`benchmarks.run` runs them.
+
+Each module has ``run(b)`` (measures through the :class:`benchmarks.harness.Bench` ``b``),
+``METHOD`` (what it measures and how, copied into the report), ``COLUMNS`` (its markdown table:
+header and cell key, see :func:`benchmarks.harness._cell`) and, where the issue sets targets,
+``targets(results)``.
+"""
+from benchmarks.sections import anchor, batch, copy, levers, ops, step, volume3d
+
+SECTIONS = dict(copy=copy, ops=ops, step=step, levers=levers, batch=batch, anchor=anchor, volume3d=volume3d)
+# What a run without --only measures; volume3d (full 3-D solves, minutes on a GPU) runs when named.
+DEFAULT = ("copy", "ops", "step", "levers", "batch", "anchor")
