@@ -28,6 +28,9 @@ LEVERS = {
     "bf16+fused_norm": dict(precision="bf16", fused_norm=True, cudnn_benchmark=False),
     "bf16+fused_norm+cudnn_benchmark": dict(precision="bf16", fused_norm=True, cudnn_benchmark=True),
     "bf16+compile": dict(precision="bf16", fused_norm=False, cudnn_benchmark=False, compile=True),
+    "fp32+fused_upsample": dict(precision="fp32", fused_norm=False, cudnn_benchmark=False, fused_upsample=True),
+    "bf16+fused_norm+fused_upsample": dict(precision="bf16", fused_norm=True, cudnn_benchmark=False,
+                                           fused_upsample=True),
 }
 
 METHOD = ("SelfDiffusion(preset='mri').prepare(y, op) with each lever's options on the anchor's 320x320 "
