@@ -44,10 +44,22 @@ class UpsampleConcat(nn.Module):
         return torch.cat([skip, pad_to(h, skip)], dim=1)
 
 
+def _check_activation(out_activation: str | None) -> str | None:
+    if out_activation not in (None, "sigmoid"):
+        raise ValueError(f"out_activation must be None or 'sigmoid', got {out_activation!r}")
+    return out_activation
+
+
+def _activate(out: torch.Tensor, out_activation: str | None) -> torch.Tensor:
+    return torch.sigmoid(out) if out_activation == "sigmoid" else out
+
+
+_CONV = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d), 3: (nn.Conv3d, nn.BatchNorm3d)}
+
+
 def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2) -> nn.Sequential:
-    """Two (conv3 + BatchNorm + ReLU)."""
-    conv = nn.Conv2d if dim == 2 else nn.Conv1d
-    bn = nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
+    """Two (conv3 + BatchNorm + ReLU) over ``dim`` spatial dims."""
+    conv, bn = _CONV[dim]
     mid = mid or cout
     return nn.Sequential(
         conv(cin, mid, 3, padding=1), bn(mid), nn.ReLU(inplace=True),
@@ -55,9 +67,43 @@ def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2) -> nn.Sequ
     )
 
 
-class UNet(nn.Module):
+class UNetBase(nn.Module):
+    """What the 2-D and 3-D U-Nets share: argument checks, the smallest input, the output activation."""
+
+    spatial: str  # names of the spatial dims, e.g. "H, W"
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, depth: int, out_activation: str | None):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1 or width < 1 or depth < 1:
+            raise ValueError("in_channels, out_channels, width and depth must be positive")
+        self.depth, self.out_activation = depth, _check_activation(out_activation)
+
+    @classmethod
+    def small(cls, in_channels: int, out_channels: int, **kw) -> UNetBase:
+        """A CPU-sized network (the class's ``SMALL`` width and depth)."""
+        return cls(in_channels, out_channels, **{**cls.SMALL, **kw})
+
+    def min_size(self) -> int:
+        """Smallest spatial size accepted (the deepest level needs 2 per dim for train-mode BatchNorm)."""
+        return 2 ** (self.depth + 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        dims = self.spatial.count(",") + 1
+        if x.ndim != 2 + dims or min(x.shape[-dims:]) < self.min_size():
+            raise ValueError(
+                f"{type(self).__name__}(depth={self.depth}) needs input (B, C, {self.spatial}) with "
+                f"{self.spatial} >= {self.min_size()}, got {tuple(x.shape)}")
+
+    def activate(self, out: torch.Tensor) -> torch.Tensor:
+        return _activate(out, self.out_activation)
+
+
+class UNet(UNetBase):
     """The paper's U-Net (see module docstring). Any input size of at least ``2**(depth+1)`` works:
-    after each upsampling the feature map is zero-padded to its skip's size."""
+    after each upsampling the feature map is zero-padded to its skip's size. ``UNet.small``: width 8,
+    4 levels (about 0.35 M parameters), for CPUs."""
+
+    spatial, SMALL = "H, W", dict(width=8, depth=4)
 
     def __init__(
         self,
@@ -68,12 +114,7 @@ class UNet(nn.Module):
         out_activation: str | None = None,
         seed: int | None = None,
     ):
-        super().__init__()
-        if in_channels < 1 or out_channels < 1 or width < 1 or depth < 1:
-            raise ValueError("in_channels, out_channels, width and depth must be positive")
-        if out_activation not in (None, "sigmoid"):
-            raise ValueError(f"out_activation must be None or 'sigmoid', got {out_activation!r}")
-        self.depth, self.out_activation = depth, out_activation
+        super().__init__(in_channels, out_channels, width, depth, out_activation)
         ch = [width * 2 ** min(i, depth - 1) for i in range(depth + 1)]
         self.inc = _block(in_channels, ch[0])
         self.downs = nn.ModuleList(_block(ch[i], ch[i + 1]) for i in range(depth))
@@ -89,28 +130,15 @@ class UNet(nn.Module):
         self.outc = nn.Conv2d(up, out_channels, 1)
         init_weights(self, generator=None if seed is None else torch.Generator().manual_seed(seed))
 
-    @classmethod
-    def small(cls, in_channels: int, out_channels: int, width: int = 8, depth: int = 4, **kw) -> UNet:
-        """A CPU-sized U-Net (width 8, 4 levels: about 0.35 M parameters)."""
-        return cls(in_channels, out_channels, width=width, depth=depth, **kw)
-
-    def min_size(self) -> int:
-        """Smallest spatial size accepted (the deepest level needs 2x2 for train-mode BatchNorm)."""
-        return 2 ** (self.depth + 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or min(x.shape[-2:]) < self.min_size():
-            raise ValueError(
-                f"UNet(depth={self.depth}) needs input (B, C, H, W) with H, W >= {self.min_size()}, "
-                f"got {tuple(x.shape)}")
+        self.check_input(x)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(F.max_pool2d(skips[-1], 2)))
         h = self.bottleneck(skips.pop())
         for up in self.ups:
             h = up(self.join(skips.pop(), h))
-        out = self.outc(h)
-        return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
+        return self.activate(self.outc(h))
 
 
 class ConvNet1d(nn.Module):
@@ -119,9 +147,7 @@ class ConvNet1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, width: int = 64, out_activation: str | None = None,
                  seed: int | None = None):
         super().__init__()
-        if out_activation not in (None, "sigmoid"):
-            raise ValueError(f"out_activation must be None or 'sigmoid', got {out_activation!r}")
-        self.out_activation = out_activation
+        self.out_activation = _check_activation(out_activation)
         self.body = _block(in_channels, width, dim=1)
         self.final = nn.Conv1d(width, out_channels, 1)
         init_weights(self, generator=None if seed is None else torch.Generator().manual_seed(seed))
@@ -129,5 +155,4 @@ class ConvNet1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3:
             raise ValueError(f"ConvNet1d needs input (B, C, n), got {tuple(x.shape)}")
-        out = self.final(self.body(x))
-        return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
+        return _activate(self.final(self.body(x)), self.out_activation)

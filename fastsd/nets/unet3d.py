@@ -14,20 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsd.nets.unet import init_weights, pad_to
+from fastsd.nets.unet import UNetBase, _block, init_weights, pad_to
 
 __all__ = ["UNet3d"]
 
 
-def _block3(cin: int, cout: int) -> nn.Sequential:
-    """Two (conv3x3x3 + BatchNorm3d + ReLU)."""
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
-    )
-
-
-class UNet3d(nn.Module):
+class UNet3d(UNetBase):
     """3-D U-Net (see module docstring). Any input with D, H, W >= ``2**(depth+1)`` works: after
     each upsampling the feature map is zero-padded to its skip's size.
 
@@ -37,22 +29,21 @@ class UNet3d(nn.Module):
         depth: number of max-pool levels (5).
         out_activation: ``None`` or ``'sigmoid'``.
         seed / generator: the initialisation's random stream (``generator`` wins).
+
+    ``UNet3d.small``: width 4, 2 levels (about 22 k parameters), for CPUs.
     """
+
+    spatial, SMALL = "D, H, W", dict(width=4, depth=2)
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 32, depth: int = 5,
                  out_activation: str | None = None, seed: int | None = None,
                  generator: torch.Generator | None = None):
-        super().__init__()
-        if in_channels < 1 or out_channels < 1 or width < 1 or depth < 1:
-            raise ValueError("in_channels, out_channels, width and depth must be positive")
-        if out_activation not in (None, "sigmoid"):
-            raise ValueError(f"out_activation must be None or 'sigmoid', got {out_activation!r}")
-        self.depth, self.out_activation = depth, out_activation
+        super().__init__(in_channels, out_channels, width, depth, out_activation)
         ch = [width * 2**i for i in range(depth + 1)]
-        self.inc = _block3(in_channels, ch[0])
-        self.downs = nn.ModuleList(_block3(ch[i], ch[i + 1]) for i in range(depth))
+        self.inc = _block(in_channels, ch[0], dim=3)
+        self.downs = nn.ModuleList(_block(ch[i], ch[i + 1], dim=3) for i in range(depth))
         self.upsample = nn.ModuleList(nn.ConvTranspose3d(ch[i + 1], ch[i], 2, stride=2) for i in reversed(range(depth)))
-        self.ups = nn.ModuleList(_block3(2 * ch[i], ch[i]) for i in reversed(range(depth)))
+        self.ups = nn.ModuleList(_block(2 * ch[i], ch[i], dim=3) for i in reversed(range(depth)))
         self.outc = nn.Conv3d(ch[0], out_channels, 1)
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
@@ -62,20 +53,8 @@ class UNet3d(nn.Module):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * 0.02)
                 m.bias.zero_()
 
-    @classmethod
-    def small(cls, in_channels: int, out_channels: int, width: int = 4, depth: int = 2, **kw) -> UNet3d:
-        """A CPU-sized 3-D U-Net (width 4, 2 levels: about 22 k parameters)."""
-        return cls(in_channels, out_channels, width=width, depth=depth, **kw)
-
-    def min_size(self) -> int:
-        """Smallest D, H, W accepted (the deepest level needs 2 per dimension for train-mode BatchNorm)."""
-        return 2 ** (self.depth + 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or min(x.shape[-3:]) < self.min_size():
-            raise ValueError(
-                f"UNet3d(depth={self.depth}) needs input (B, C, D, H, W) with D, H, W >= {self.min_size()}, "
-                f"got {tuple(x.shape)}")
+        self.check_input(x)
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(F.max_pool3d(skips[-1], 2)))
@@ -83,5 +62,4 @@ class UNet3d(nn.Module):
         for upsample, up in zip(self.upsample, self.ups):
             skip = skips.pop()
             h = up(torch.cat([skip, pad_to(upsample(h), skip)], dim=1))
-        out = self.outc(h)
-        return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
+        return self.activate(self.outc(h))
