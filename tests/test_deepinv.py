@@ -20,11 +20,13 @@ from fastsd.interop import deepinv as fi
 from fastsd.ops.image import Inpainting as FsInpainting
 from fastsd.ops.masks import equispaced_mask
 from fastsd.ops.mri import MRI as FsMRI
+from fastsd.ops.mri import MRI3D as FsMRI3D
 from fastsd.testing import rel_err
 
 warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
 
 H, W = 8, 12  # MRI image size
+VOL = (3, 5, 7)  # 3D MRI volume size (D, H, W): odd, and no two alike
 IMG = (3, 16, 16)  # image-operator size (C, H, W)
 
 
@@ -39,6 +41,13 @@ def _mri_mask(acc=2):
 def _smaps(n=3, seed=1):
     # random maps: well conditioned on an 8x12 grid (birdcage maps are nearly singular there)
     return torch.randn(n, H, W, dtype=torch.complex64, generator=_gen(seed))
+
+
+def _volume_mask(shape, seed):
+    """Random 0/1 mask of ``shape`` that samples the k-space centre (so A^H A is well conditioned)."""
+    m = (torch.rand(shape, generator=_gen(seed)) > 0.5).float()
+    m[..., VOL[-2] // 2, VOL[-1] // 2] = 1
+    return m
 
 
 def _blur_filter():
@@ -56,6 +65,17 @@ def _case(name):
     if name == "multicoil":
         m, s = _mri_mask(), _smaps()
         return fi.MultiCoilMRI(mask=m, coil_maps=s), dinv.physics.MultiCoilMRI(mask=m, coil_maps=s), (2, 2, H, W)
+    if name == "mri3d":  # a (D, H, W) volume mask, which deepinv's constructor stores as (1, D, H, W)
+        m = _volume_mask(VOL, 31)
+        return fi.MRI(mask=m, three_d=True), dinv.physics.MRI(mask=m, three_d=True), (2, 2) + VOL
+    if name == "mri3d_per_problem_mask":  # (B, 1, D, H, W)
+        m = _volume_mask((2, 1) + VOL, 32)
+        return fi.MRI(mask=m, three_d=True), dinv.physics.MRI(mask=m, three_d=True), (2, 2) + VOL
+    if name == "multicoil3d":  # a (H, W) phase-encoding mask (whole readout lines) and (N, D, H, W) maps
+        m = _volume_mask(VOL[1:], 33)
+        s = torch.randn((3,) + VOL, dtype=torch.complex64, generator=_gen(34))
+        ours = fi.MultiCoilMRI(mask=m, coil_maps=s, three_d=True)
+        return ours, dinv.physics.MultiCoilMRI(mask=m, coil_maps=s, three_d=True), (2, 2) + VOL
     if name == "inpainting":
         m = (torch.rand(IMG, generator=_gen(2)) > 0.5).float()
         return fi.Inpainting(IMG, mask=m), dinv.physics.Inpainting(IMG, mask=m), (2,) + IMG
@@ -77,9 +97,9 @@ def _case(name):
     raise KeyError(name)
 
 
-CASES = ["mri", "mri_per_problem_mask", "multicoil", "inpainting", "blur", "sr_bicubic2", "sr_avg4", "sr_bicubic4",
-         "sr_bilinear4", "sr_gaussian2", "sr_sinc2"]
-MRI_CASES = ("mri", "mri_per_problem_mask", "multicoil")
+MRI_CASES = ("mri", "mri_per_problem_mask", "multicoil", "mri3d", "mri3d_per_problem_mask", "multicoil3d")
+CASES = [*MRI_CASES, "inpainting", "blur", "sr_bicubic2", "sr_avg4", "sr_bicubic4", "sr_bilinear4", "sr_gaussian2",
+         "sr_sinc2"]
 
 
 def _x(shape, seed=3, dtype=torch.float32):
@@ -102,14 +122,14 @@ def test_matches_deepinv(name):
     ours, ref, shape = _case(name)
     x, z = _x(shape, 3), _x(shape, 4)
     y = ref.A(_x(shape, 5))
-    cg = name == "multicoil"  # deepinv solves the multi-coil prox by CG to tol 1e-4
+    cg = name.startswith("multicoil")  # deepinv solves the multi-coil prox by CG to tol 1e-4
     assert rel_err(ours.A(x), ref.A(x)) < 1e-5
     assert rel_err(ours.A_adjoint(y), ref.A_adjoint(y)) < 1e-5
     assert rel_err(ours.A_adjoint_A(x), ref.A_adjoint_A(x)) < 1e-5
     assert rel_err(ours.A_A_adjoint(y), ref.A_A_adjoint(y)) < 1e-5
     for gamma in (0.3, 5.0):
         assert rel_err(ours.prox_l2(z, y, gamma), ref.prox_l2(z, y, gamma)) < (1e-3 if cg else 1e-5)
-    if name not in ("multicoil",) and not name.startswith("sr"):  # closed forms on both sides
+    if not name.startswith(("multicoil", "sr")):  # closed forms on both sides
         assert rel_err(ours.A_dagger(y), ref.A_dagger(y)) < 1e-5
     # the whole measurement process (noise model included) stays deepinv's
     assert rel_err(ours(x), ref(x)) < 1e-5
@@ -117,7 +137,7 @@ def test_matches_deepinv(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_pinv_and_prox_match_dense_float64(name):
-    if name == "mri_per_problem_mask":
+    if name.endswith("per_problem_mask"):
         pytest.skip("per-problem masks: one dense matrix per problem (covered by test_matches_deepinv)")
     ours, ref, shape = _case(name)
     A = _dense(ref, shape)  # (m, n), from deepinv's implementation
@@ -127,7 +147,7 @@ def test_pinv_and_prox_match_dense_float64(name):
     # truncated pseudo-inverse, singular values below 1e-3 * max dropped as fastsd's image operators do
     pinv = torch.linalg.pinv(A, rtol=1e-3 if name == "blur" or name.startswith("sr") else 1e-10)
     want = (pinv @ yv.T).T.reshape(shape)
-    iters = 100 if name == "multicoil" else None  # CG on the normal equations (condition number ~ 19)
+    iters = 100 if name.startswith("multicoil") else None  # CG on the normal equations (well conditioned)
     assert rel_err(ours.A_dagger(y, max_iter=iters), want) < 2e-5
     z, gamma = _x(shape, 4), 0.7
     zv = z.reshape(B, -1).double()
@@ -189,17 +209,18 @@ def test_gradcheck_functions(name):
     if not mri:  # the float64 image operators run fused
         ours.A(x)
         assert ours.fastsd_path == "fastsd"
-    assert torch.autograd.gradcheck(lambda t: fi._Forward.apply(t, ours, op), (x,), **kw)
-    assert torch.autograd.gradcheck(lambda t: fi._Adjoint.apply(t, ours, op), (y,), **kw)
-    assert torch.autograd.gradcheck(lambda t: fi._Normal.apply(t, ours, op), (x,), **kw)
-    if name != "multicoil":  # the CG prox is checked against dense matrices instead
+    assert torch.autograd.gradcheck(lambda t: fi._Linear.apply(t, ours, op, "forward"), (x,), **kw)
+    assert torch.autograd.gradcheck(lambda t: fi._Linear.apply(t, ours, op, "adjoint"), (y,), **kw)
+    assert torch.autograd.gradcheck(lambda t: fi._Linear.apply(t, ours, op, "normal"), (x,), **kw)
+    if not name.startswith("multicoil"):  # the CG prox is checked against dense matrices instead
         assert torch.autograd.gradcheck(lambda z, t: fi._Prox.apply(z, t, 0.6, ours, op), (x, y), **kw)
     if not mri:  # backward runs the adjoint Function, itself differentiable
-        assert torch.autograd.gradgradcheck(lambda t: fi._Forward.apply(t, ours, op), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: fi._Linear.apply(t, ours, op, "forward"), (x,))
 
 
-def test_prox_backward_multicoil_matches_dense():
-    ours, ref, shape = _case("multicoil")
+@pytest.mark.parametrize("name", ["multicoil", "multicoil3d"])
+def test_prox_backward_multicoil_matches_dense(name):
+    ours, ref, shape = _case(name)
     A = _dense(ref, shape)
     z = _x(shape, 11).requires_grad_()
     y = ref.A(_x(shape, 12)).requires_grad_()
@@ -213,8 +234,30 @@ def test_prox_backward_multicoil_matches_dense():
     assert rel_err(gy, (gamma * A @ P @ gv.T).T.reshape(y.shape)) < 1e-4
 
 
+@pytest.mark.parametrize("name", MRI_CASES)
+def test_gradients_to_x_match_deepinv(name):
+    """Gradients through A, A_adjoint, A_adjoint_A and prox_l2 (to the image, the measurement
+    and z) equal those of deepinv's own autograd graph; 2D and 3D run the fused path."""
+    ours, ref, shape = _case(name)
+    y0 = ref.A(_x(shape, 26))
+    w_x, w_y = _x(shape, 27), torch.randn(y0.shape, generator=_gen(28))
+
+    def loss(phys, x, y, z):
+        return ((phys.A(x) * w_y).sum() + (phys.A_adjoint(y) * w_x).sum() + (phys.A_adjoint_A(x) * w_x).sum()
+                + (phys.prox_l2(z, y, 0.6) * w_x).sum())
+
+    grads = []
+    for phys in (ours, ref):
+        inputs = (_x(shape, 29).requires_grad_(), y0.clone().requires_grad_(), _x(shape, 30).requires_grad_())
+        grads.append(torch.autograd.grad(loss(phys, *inputs), inputs))
+    assert ours.fastsd_path == "fastsd"
+    tol = 1e-3 if name.startswith("multicoil") else 1e-5  # deepinv's CG prox stops at tol 1e-4
+    for got, want in zip(*grads):
+        assert rel_err(got, want) < tol
+
+
 def test_per_problem_gamma():
-    for name in ("mri", "multicoil", "inpainting", "blur", "sr_avg4"):
+    for name in ("mri", "multicoil", "mri3d", "multicoil3d", "inpainting", "blur", "sr_avg4"):
         ours, ref, shape = _case(name)
         z, y = _x(shape, 4), ref.A(_x(shape, 5))
         gamma = torch.tensor([0.3, 4.0])
@@ -266,7 +309,7 @@ def test_cuda_matches_deepinv(name):
     assert rel_err(ours.A(x), ref.A(x)) < 1e-5
     assert rel_err(ours.A_adjoint(y), ref.A_adjoint(y)) < 1e-5
     assert rel_err(ours.A_adjoint_A(x), ref.A_adjoint_A(x)) < 1e-5
-    assert rel_err(ours.prox_l2(z, y, 0.5), ref.prox_l2(z, y, 0.5)) < (1e-3 if name == "multicoil" else 1e-5)
+    assert rel_err(ours.prox_l2(z, y, 0.5), ref.prox_l2(z, y, 0.5)) < (1e-3 if name.startswith("multicoil") else 1e-5)
 
 
 def test_parameter_updates_follow_deepinv():
@@ -311,14 +354,16 @@ def _fallbacks():
     m2 = torch.stack([_mri_mask(2), _mri_mask(3)])[None]  # differs between re and im
     m3d = (torch.rand(1, 2, 3, H, W, generator=_gen(1)) > 0.5).float()
     soft = 0.5 * _mri_mask()
+    slice_maps = torch.randn(1, 2, 1, H, W, dtype=torch.complex64, generator=_gen(2))
     per_channel = torch.rand(1, 3, 3, 3, generator=_gen(0))
     return [
         (fi.MRI(mask=m2), dinv.physics.MRI(mask=m2), (2, 2, H, W), "real and imaginary"),
         (fi.MRI(mask=soft), dinv.physics.MRI(mask=soft), (2, 2, H, W), "binary"),
-        (fi.MRI(mask=m3d, three_d=True), dinv.physics.MRI(mask=m3d, three_d=True), (2, 2, 3, H, W), "three_d"),
-        (fi.MultiCoilMRI(mask=m3d, coil_maps=torch.ones(1, 2, 3, H, W, dtype=torch.complex64), three_d=True),
-         dinv.physics.MultiCoilMRI(mask=m3d, coil_maps=torch.ones(1, 2, 3, H, W, dtype=torch.complex64), three_d=True),
-         (2, 2, 3, H, W), "three_d"),
+        # three_d=False on volumes: deepinv's slice-by-slice 2D FFT (what its Inpainting * MRI builds)
+        (fi.MRI(mask=m3d), dinv.physics.MRI(mask=m3d), (2, 2, 3, H, W), "takes (B, 2, H, W)"),
+        # 3D coil maps of one slice, broadcast over the depth (fused for maps of the full image size)
+        (fi.MultiCoilMRI(mask=m3d[:, :1], coil_maps=slice_maps, three_d=True),
+         dinv.physics.MultiCoilMRI(mask=m3d[:, :1], coil_maps=slice_maps, three_d=True), (2, 2, 3, H, W), "smaps"),
         (fi.BlurFFT(IMG, filter=per_channel), dinv.physics.BlurFFT(IMG, filter=per_channel), (2,) + IMG, "per channel"),
         (fi.Downsampling(IMG, filter="bicubic", factor=2, padding="reflect"),
          dinv.physics.Downsampling(IMG, filter="bicubic", factor=2, padding="reflect"), (2,) + IMG, "padding"),
@@ -398,6 +443,17 @@ def test_reconstructor_mri_is_fastsd_solve():
     op2, _ = fi.to_fastsd(dinv.physics.MultiCoilMRI(mask=mask, coil_maps=torch.ones(2, n, n, dtype=torch.complex64)),
                           torch.zeros(1, 2, 2, n, n))
     assert isinstance(op2, FsMRI) and op2.n_coils == 2
+
+
+@pytest.mark.parametrize("name", ["mri3d", "multicoil3d"])
+def test_to_fastsd_three_d(name):
+    """deepinv's own 3D MRI physics, and fastsd's, become a fused fastsd MRI3D and its k-space."""
+    ours, ref, shape = _case(name)
+    y = ref.A(_x(shape, 35))
+    for phys in (ours, ref):
+        op, k = fi.to_fastsd(phys, y)
+        assert isinstance(op, FsMRI3D)
+        assert rel_err(op.adjoint(k), ref.A_adjoint(y)) < 1e-5
 
 
 def test_reconstructor_generic_physics():

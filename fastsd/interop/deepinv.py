@@ -14,7 +14,7 @@ replacements: same constructor arguments, layouts, parameters (``update``,
 ``update_parameters``, per-call keyword arguments) and results. Where fastsd has a fused operator
 for the current configuration, ``A``, ``A_adjoint``, ``A_adjoint_A``, ``prox_l2`` and
 ``A_dagger`` run on it (``physics.fastsd_op``: fused Triton kernels on CUDA); everywhere else
-(3D MRI, per-channel masks or filters, non-circular padding, a parameter that requires grad,
+(per-channel MRI masks or filters, non-circular padding, a parameter that requires grad,
 float64 MRI data, ...) the deepinv parent class's own code runs. ``physics.fastsd_path``
 (``'fastsd'`` or ``'deepinv'``) and ``physics.fallback_reason`` tell which path the last call
 took, and the ``fastsd.interop.deepinv`` logger records each change at DEBUG level.
@@ -24,9 +24,10 @@ On the fused path ``A``, ``A_adjoint``, ``A_adjoint_A`` and ``prox_l2`` are auto
 with ``torch.func.vjp``) work, and each backward is one application of the adjoint Function
 (again differentiable). ``A_dagger`` is differentiable through the fastsd ops it is built from.
 
-Layouts (deepinv's): real images (B, C, H, W); complex MRI images (B, 2, H, W) (re, im);
-single-coil k-space (B, 2, H, W); multi-coil k-space (B, 2, N, H, W). fastsd's MRI kernels
-compute in float32 / complex64 (float16 / bfloat16 images are cast and results cast back).
+Layouts (deepinv's): real images (B, C, H, W); complex MRI images (B, 2, *S) (re, im), with
+S = (H, W), or (D, H, W) for ``three_d`` MRI; single-coil k-space (B, 2, *S); multi-coil k-space
+(B, 2, N, *S). fastsd's MRI kernels compute in float32 / complex64 (float16 / bfloat16 images
+are cast and results cast back).
 
 deepinv's buffers (``mask``, ``coil_maps``, ``filter``, ...) are the only state: the fused
 operator is derived from them and rebuilt whenever one is replaced, changed in place or moved,
@@ -58,6 +59,7 @@ from fastsd.ops.image import Downsample as _FsDownsample
 from fastsd.ops.image import Inpainting as _FsInpainting
 from fastsd.ops.image import bicubic_kernel
 from fastsd.ops.mri import MRI as _FsMRI
+from fastsd.ops.mri import MRI3D as _FsMRI3D
 
 __all__ = [
     "MRI",
@@ -76,51 +78,28 @@ _log = logging.getLogger(__name__)
 
 
 # -- autograd Functions ---------------------------------------------------------------------
-# ``physics`` and the fused fastsd ``op`` are non-tensor arguments; each method ``_fs_*`` works on
-# plain tensors in deepinv's layout. The backward of A is A^H and vice versa; A^H A and the prox
-# map are self-adjoint.
+# ``physics`` and the fused fastsd ``op`` are non-tensor arguments; ``physics._fs_*`` work on
+# plain tensors in deepinv's layout.
+
+_ADJOINT = {"forward": "adjoint", "adjoint": "forward", "normal": "normal"}  # backward of each map
 
 
-class _Forward(torch.autograd.Function):
-    @staticmethod
-    def forward(x, physics, op):
-        return physics._fs_A(op, x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.physics, ctx.op, ctx.dtype = inputs[1], inputs[2], inputs[0].dtype
+class _Linear(torch.autograd.Function):
+    """One linear map of the fused op: ``'forward'`` (A), ``'adjoint'`` (A^H) or ``'normal'``
+    (A^H A). Its backward is the adjoint map (A^H for A and vice versa; A^H A is self-adjoint),
+    again a ``_Linear`` and so again differentiable."""
 
     @staticmethod
-    def backward(ctx, g):
-        return _Adjoint.apply(g, ctx.physics, ctx.op).to(ctx.dtype), None, None
-
-
-class _Adjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(y, physics, op):
-        return physics._fs_AH(op, y)
+    def forward(t, physics, op, which):
+        return physics._fs_apply(op, which, t)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.physics, ctx.op, ctx.dtype = inputs[1], inputs[2], inputs[0].dtype
+        ctx.physics, ctx.op, ctx.which, ctx.dtype = inputs[1], inputs[2], inputs[3], inputs[0].dtype
 
     @staticmethod
     def backward(ctx, g):
-        return _Forward.apply(g, ctx.physics, ctx.op).to(ctx.dtype), None, None
-
-
-class _Normal(torch.autograd.Function):
-    @staticmethod
-    def forward(x, physics, op):
-        return physics._fs_AHA(op, x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.physics, ctx.op, ctx.dtype = inputs[1], inputs[2], inputs[0].dtype
-
-    @staticmethod
-    def backward(ctx, g):
-        return _Normal.apply(g, ctx.physics, ctx.op).to(ctx.dtype), None, None
+        return _Linear.apply(g, ctx.physics, ctx.op, _ADJOINT[ctx.which]).to(ctx.dtype), None, None, None
 
 
 class _Prox(torch.autograd.Function):
@@ -144,7 +123,7 @@ class _Prox(torch.autograd.Function):
         gz = pg.to(ctx.z_dtype) if ctx.needs_input_grad[0] else None
         gy = None
         if ctx.needs_input_grad[1]:
-            a = _Forward.apply(pg, ctx.physics, ctx.op)
+            a = _Linear.apply(pg, ctx.physics, ctx.op, "forward")
             gy = (per_problem(ctx.gamma, a) * a).to(y_dtype)
         return gz, gy, None, None, None
 
@@ -274,14 +253,12 @@ class _Fused:
         return op
 
     # plain-tensor implementations used by the Functions
-    def _fs_A(self, op, x):
-        return self._y_out(op.forward(self._x_in(x)), x.dtype)
-
-    def _fs_AH(self, op, y):
-        return self._x_out(op.adjoint(self._y_in(y)), y.dtype)
-
-    def _fs_AHA(self, op, x):
-        return self._x_out(op.normal(self._x_in(x)), x.dtype)
+    def _fs_apply(self, op, which: str, t):
+        """``op.forward`` / ``op.adjoint`` / ``op.normal`` (``which``) on ``t`` in deepinv's layout
+        and dtype, the result in deepinv's layout and ``t``'s dtype."""
+        into = self._y_in if which == "adjoint" else self._x_in
+        back = self._y_out if which == "forward" else self._x_out
+        return back(getattr(op, which)(into(t)), t.dtype)
 
     _native_batched_gamma = True  # whether op.prox_l2 takes a (B,) gamma
 
@@ -303,20 +280,20 @@ class _Fused:
         return out
 
     # deepinv API
-    def A(self, x, **kwargs):
+    def _linear(self, name: str, which: str, t, kwargs: dict):
+        """deepinv's method ``name`` on ``t``: the fused map ``which`` (see :class:`_Linear`) or deepinv's code."""
         rest = self._apply_params(kwargs)
-        op = self._route((x, "x"))
-        return self._parent("A", x, **rest) if op is None else _Forward.apply(x, self, op)
+        op = self._route((t, "y" if which == "adjoint" else "x"))
+        return self._parent(name, t, **rest) if op is None else _Linear.apply(t, self, op, which)
+
+    def A(self, x, **kwargs):
+        return self._linear("A", "forward", x, kwargs)
 
     def A_adjoint(self, y, **kwargs):
-        rest = self._apply_params(kwargs)
-        op = self._route((y, "y"))
-        return self._parent("A_adjoint", y, **rest) if op is None else _Adjoint.apply(y, self, op)
+        return self._linear("A_adjoint", "adjoint", y, kwargs)
 
     def A_adjoint_A(self, x, **kwargs):
-        rest = self._apply_params(kwargs)
-        op = self._route((x, "x"))
-        return self._parent("A_adjoint_A", x, **rest) if op is None else _Normal.apply(x, self, op)
+        return self._linear("A_adjoint_A", "normal", x, kwargs)
 
     def prox_l2(self, z, y, gamma, **kwargs):
         """argmin_x γ/2 ‖A x − y‖² + ½ ‖x − z‖² (fastsd's closed form, or CG where there is none).
@@ -337,7 +314,7 @@ class _Fused:
         if op is None:
             return self._parent("prox_l2", z, y, gamma, **rest)
         if zt is None:
-            like = _Adjoint.apply(y, self, op).detach()
+            like = self._fs_apply(op, "adjoint", y).detach()
             zt = torch.full_like(like, 0.0 if z is None else float(z))
         if kwargs.get("max_iter") is not None:  # as deepinv: the setting persists
             self.max_iter = int(kwargs["max_iter"])
@@ -359,36 +336,46 @@ class _Fused:
 
 
 def _mri_op(mask, coil_maps=None, three_d: bool = False) -> tuple[_FsMRI | None, str | None]:
-    """fastsd's fused MRI operator for deepinv's mask (B, 2, H, W) and coil maps (B, N, H, W)
-    (None: single coil), or (None, the reason fastsd has none)."""
-    if three_d:
-        return None, "3D MRI (three_d=True): fastsd's MRI operator is 2D"
-    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 2:
-        return None, f"mask of shape {tuple(getattr(mask, 'shape', ()))}: fastsd's MRI takes (B, 2, H, W)"
+    """fastsd's fused MRI operator for deepinv's mask (B, 2, *S) and coil maps (B, N, *S) (None:
+    single coil), S = (H, W), or (D, H, W) with ``three_d`` (then an :class:`~fastsd.ops.mri.MRI3D`),
+    or (None, the reason fastsd has none)."""
+    nd = 3 if three_d else 2
+    dims = "D, H, W" if three_d else "H, W"
+    if not isinstance(mask, torch.Tensor):
+        return None, f"mask of type {type(mask).__name__}"
     if mask.is_complex():
         return None, "complex mask"
     m = mask.detach()
-    if not torch.equal(m[:, 0], m[:, 1]):
+    if coil_maps is None and m.ndim < nd + 2:  # deepinv's single-coil mask broadcasts from the right
+        m = m.reshape((1,) * (nd + 2 - m.ndim) + tuple(m.shape))
+    if m.ndim != nd + 2 or m.shape[1] not in (1, 2):
+        return None, f"mask of shape {tuple(mask.shape)}: fastsd's MRI takes (B, 2, {dims})"
+    if not torch.equal(m[:, 0], m[:, -1]):
         return None, "the mask differs between the real and imaginary channels"
     if not bool(((m == 0) | (m == 1)).all()):
         return None, "the mask is not binary (0/1)"
     m = m[:, 0].to(torch.float32)
     smaps = None
     if coil_maps is not None:
-        if coil_maps.ndim != 4 or coil_maps.dtype != torch.complex64:
-            return None, f"coil maps {tuple(coil_maps.shape)} {coil_maps.dtype}: fastsd's MRI takes complex64 (B, N, H, W)"
-        if coil_maps.shape[-2:] != mask.shape[-2:]:
-            return None, f"coil maps of size {tuple(coil_maps.shape[-2:])} and a mask of size {tuple(mask.shape[-2:])}"
+        if coil_maps.ndim != nd + 2 or coil_maps.dtype != torch.complex64:
+            return None, (f"coil maps {tuple(coil_maps.shape)} {coil_maps.dtype}: "
+                          f"fastsd's MRI takes complex64 (B, N, {dims})")
         smaps = coil_maps.detach()
         smaps = smaps[0] if smaps.shape[0] == 1 else smaps
     try:
-        return _FsMRI((m[0] if m.shape[0] == 1 else m).contiguous(), smaps), None
+        return (_FsMRI3D if three_d else _FsMRI)((m[0] if m.shape[0] == 1 else m).contiguous(), smaps), None
     except ValueError as e:
         return None, str(e)
 
 
+def _complex_kspace(y: torch.Tensor, multicoil: bool) -> torch.Tensor:
+    """deepinv's k-space (B, 2, [N,] *S) as fastsd's complex64 (B, N, *S) (N = 1: single coil)."""
+    k = torch.view_as_complex(y.to(torch.float32).movedim(1, -1).contiguous())
+    return k if multicoil else k[:, None]
+
+
 class _MRILayout(_Fused):
-    """Image (B, 2, H, W) real <-> fastsd float32; k-space (B, 2, [N,] H, W) real <-> complex64."""
+    """Image (B, 2, *S) real <-> fastsd float32; k-space (B, 2, [N,] *S) real <-> complex64 (B, N, *S)."""
 
     _PARAMS = ("mask",)
     _CONFIG = ("three_d",)
@@ -403,16 +390,17 @@ class _MRILayout(_Fused):
         if kind == "x":
             op.check_input(t)
             return
-        want = 5 if self._multicoil else 4
+        nd = op.spatial_dims
+        want = nd + 2 + self._multicoil
         if t.ndim != want or t.shape[1] != 2:
             raise ValueError(f"k-space of shape {tuple(t.shape)}: expected {want} dimensions with 2 channels")
         if self._multicoil and t.shape[2] != op.n_coils:
             raise ValueError(f"k-space with {t.shape[2]} coils for {op.n_coils} coil maps")
-        if tuple(t.shape[-2:]) != op.img_size:
-            raise ValueError(f"k-space of size {tuple(t.shape[-2:])} for a mask of size {op.img_size}")
-        if op.mask.ndim == 3 and op.mask.shape[0] != t.shape[0]:
+        if any(n not in (None, s) for n, s in zip(op.img_size, t.shape[-nd:])):
+            raise ValueError(f"k-space of size {tuple(t.shape[-nd:])} for an operator of size {op.img_size}")
+        if op.mask.ndim == nd + 1 and op.mask.shape[0] != t.shape[0]:
             raise ValueError(f"{op.mask.shape[0]} per-problem masks for a batch of {t.shape[0]}")
-        if op.smaps is not None and op.smaps.ndim == 4 and op.smaps.shape[0] != t.shape[0]:
+        if op.smaps is not None and op.smaps.ndim == nd + 2 and op.smaps.shape[0] != t.shape[0]:
             raise ValueError(f"{op.smaps.shape[0]} per-problem coil maps for a batch of {t.shape[0]}")
         if t.device != op.mask.device:
             raise ValueError(f"k-space on {t.device}, operator on {op.mask.device}")
@@ -424,8 +412,7 @@ class _MRILayout(_Fused):
         return x.to(dtype)
 
     def _y_in(self, y):
-        k = torch.view_as_complex(y.to(torch.float32).movedim(1, -1).contiguous())
-        return k if self._multicoil else k[:, None]
+        return _complex_kspace(y, self._multicoil)
 
     def _y_out(self, k, dtype):
         return torch.view_as_real(k if self._multicoil else k[:, 0]).movedim(-1, 1).to(dtype)
@@ -435,10 +422,12 @@ class MRI(_MRILayout, _dinv.physics.MRI):
     """Single-coil Cartesian MRI ``y = M F x`` (deepinv.physics.MRI) on fastsd's fused MRI ops.
 
     Args as deepinv's: ``mask`` (H, W), (C, H, W), (B, C, H, W) or higher rank, ``img_size``,
-    ``three_d``, ``device``. Fused for 2D binary masks equal on both channels and float32 /
-    float16 / bfloat16 data; 3D, per-channel or non-binary masks, float64 data and a mask that
-    requires grad run deepinv's code (``fastsd_path``). ``prox_l2`` is the closed-form k-space
-    data consistency, ``A_dagger`` is ``A_adjoint`` (A A^H = M).
+    ``three_d``, ``device``. Fused for binary masks equal on both channels and float32 / float16
+    / bfloat16 data, in 2D and 3D (``three_d=True``: volumes (B, 2, D, H, W) on
+    :class:`fastsd.ops.mri.MRI3D`, masks broadcast as in deepinv); per-channel or non-binary
+    masks, float64 data and a mask that requires grad run deepinv's code (``fastsd_path``).
+    ``prox_l2`` is the closed-form k-space data consistency, ``A_dagger`` is ``A_adjoint``
+    (A A^H = M).
     """
 
     def A_adjoint(self, y, mask=None, mag: bool = False, crop: bool = False, **kwargs):
@@ -452,9 +441,10 @@ class MultiCoilMRI(_MRILayout, _dinv.physics.MultiCoilMRI):
     """Multi-coil Cartesian MRI ``y_n = M F (s_n x)`` (deepinv.physics.MultiCoilMRI) on fastsd's
     fused MRI ops.
 
-    Args as deepinv's: ``mask``, ``coil_maps`` complex (N, H, W) or (B, N, H, W) (an int N
-    simulates N birdcage coils with :func:`fastsd.ops.coils.birdcage_maps`, no sigpy needed),
-    ``img_size``, ``three_d``. Fused as :class:`MRI`, with complex64 coil maps;
+    Args as deepinv's: ``mask``, ``coil_maps`` complex (N, *S) or (B, N, *S) (an int N
+    simulates N birdcage coils with :func:`fastsd.ops.coils.birdcage_maps`, no sigpy needed;
+    in 3D the same maps on every slice), ``img_size``, ``three_d``. Fused as :class:`MRI`, 2D and
+    3D, with complex64 coil maps of the full image size;
     ``prox_l2`` and ``A_dagger`` run conjugate gradients on the fused normal operator.
     ``A_adjoint(y, rss=True)`` (coil images, not a coil combination) is deepinv's code.
     """
@@ -689,9 +679,9 @@ def to_fastsd(physics, y: torch.Tensor) -> tuple[LinearOperator, torch.Tensor]:
     """(fastsd operator, measurement in its layout) for a deepinv physics and measurement ``y``.
 
     The classes of this module give their fused operator where their configuration has one;
-    deepinv's own 2D ``MRI`` / ``MultiCoilMRI`` become a fused :class:`fastsd.ops.mri.MRI`; any
-    other linear physics (and any configuration without a fused operator) is wrapped in
-    :class:`PhysicsOperator`. Images come back in deepinv's layout either way.
+    deepinv's own ``MRI`` / ``MultiCoilMRI`` become a fused :class:`fastsd.ops.mri.MRI` (``MRI3D``
+    for ``three_d``); any other linear physics (and any configuration without a fused operator)
+    is wrapped in :class:`PhysicsOperator`. Images come back in deepinv's layout either way.
     """
     P = _dinv.physics
     if isinstance(physics, _Fused):
@@ -702,8 +692,7 @@ def to_fastsd(physics, y: torch.Tensor) -> tuple[LinearOperator, torch.Tensor]:
         multi = isinstance(physics, P.MultiCoilMRI)
         op, _ = _mri_op(physics.mask, physics.coil_maps if multi else None, physics.three_d)
         if op is not None:
-            k = torch.view_as_complex(y.to(torch.float32).movedim(1, -1).contiguous())
-            return op, (k if multi else k[:, None])
+            return op, _complex_kspace(y, multi)
     if isinstance(physics, P.LinearPhysics):
         return PhysicsOperator(physics), y
     raise ValueError(f"fastsd solvers need a linear physics, got {type(physics).__name__}")
