@@ -15,11 +15,12 @@
 //
 // Callbacks are compiled with NVRTC to LTO-IR at plan creation (once per shape and variant): the
 // IR then matches the running GPU and the cuFFT / nvJitLink that link it, and shape constants are
-// folded in. Plans are cached per (device, shape, variant) and run on the current stream, with a
-// device-side argument block (caller info) written by a one-thread kernel before each execution,
-// so a CUDA graph that captures the op replays with the captured tensors. Like any cuFFT plan
-// (workspace) a plan must not run on two streams at once; sequential use from several streams,
-// ordered as torch orders them (graph capture synchronises first), is fine. Creating a plan while
+// folded in. Plans are cached per (device, shape, variant) and run on the current stream with a
+// workspace from torch's caching allocator, and a device-side argument block (caller info)
+// written by a one-thread kernel before each execution, so a CUDA graph that captures the op
+// replays with the captured tensors. That block makes a plan unfit to run on two streams at once;
+// sequential use from several streams, ordered as torch orders them (graph capture synchronises
+// first), is fine. Creating a plan while
 // the stream is being captured is refused with a message: run the op once before capture.
 //
 // callback_ltoir_size(defines, arch) compiles the callbacks without touching the GPU (a check
@@ -125,6 +126,7 @@ struct Variant {
 struct Plan {
     cufftHandle handle = 0;
     FsdParams* params = nullptr;  // device memory, the plan's caller info
+    size_t work_size = 0;         // workspace, taken from torch's allocator at each execution
 };
 
 __global__ void write_params(FsdParams* dst, FsdParams value) { *dst = value; }
@@ -169,16 +171,21 @@ Plan& get_plan(const Variant& v, int64_t batch, cudaStream_t stream, int device)
         FSD_CUFFT(cufftXtSetJITCallback(plan->handle, load, ir.data(), ir.size(), CUFFT_CB_LD_COMPLEX, &info));
     }
     FSD_CUFFT(cufftXtSetJITCallback(plan->handle, store, ir.data(), ir.size(), CUFFT_CB_ST_COMPLEX, &info));
+    FSD_CUFFT(cufftSetAutoAllocation(plan->handle, 0));
     long long n[2] = {v.H, v.W};
-    size_t work = 0;
     FSD_CUFFT(cufftXtMakePlanMany(plan->handle, 2, n, nullptr, 1, v.H * v.W, CUDA_C_32F, nullptr, 1, v.H * v.W,
-                                  CUDA_C_32F, batch, &work, CUDA_C_32F));
+                                  CUDA_C_32F, batch, &plan->work_size, CUDA_C_32F));
     return *g_plans.emplace(key.str(), std::move(plan)).first->second;
 }
 
 // Write the arguments and run the plan in place on `buffer` (complex64, B*C transforms).
 void execute(Plan& plan, const FsdParams& args, at::Tensor& buffer, bool inverse, cudaStream_t stream) {
     FSD_CUFFT(cufftSetStream(plan.handle, stream));
+    at::Tensor work;  // stream-ordered and capture-aware, like torch's own FFT workspace
+    if (plan.work_size > 0) {
+        work = at::empty({static_cast<int64_t>(plan.work_size)}, buffer.options().dtype(at::kByte));
+        FSD_CUFFT(cufftSetWorkArea(plan.handle, work.data_ptr()));
+    }
     write_params<<<1, 1, 0, stream>>>(plan.params, args);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     void* data = buffer.data_ptr();
