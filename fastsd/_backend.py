@@ -1,6 +1,15 @@
-"""Which implementation a fused op runs: compiled Triton kernels on CUDA, the PyTorch reference
-elsewhere. ``FASTSD_BACKEND=reference`` (or :func:`use_backend`) forces the reference on CUDA too,
-which is how benchmarks time both paths side by side."""
+"""Which implementation a fused op runs. CPU tensors always run the PyTorch reference. CUDA
+tensors run, by backend (``FASTSD_BACKEND`` at import, or :func:`use_backend`):
+
+* ``auto`` (default): the native cuFFT-callback ops of :mod:`fastsd._native` where the op family
+  has them (2-D MRI), the optional extension ``fastsd._C`` is built and the data is supported;
+  the compiled Triton kernels otherwise.
+* ``triton``: the Triton kernels.
+* ``native``: as ``auto``, but an error if the extension is missing (ops and shapes without a
+  native implementation still run Triton).
+* ``reference``: the PyTorch reference, which is how benchmarks time the paths side by side.
+
+:func:`describe` says which one an op on a given tensor runs."""
 from __future__ import annotations
 
 import contextlib
@@ -9,28 +18,52 @@ import os
 
 import torch
 
-_BACKENDS = ("auto", "reference")
-_state = {"backend": os.environ.get("FASTSD_BACKEND", "auto")}
-if _state["backend"] not in _BACKENDS:
-    raise ValueError(f"FASTSD_BACKEND must be one of {_BACKENDS}, got {_state['backend']!r}")
+_BACKENDS = ("auto", "triton", "native", "reference")
+_state = {"backend": "auto"}
 
 
-def implementation(t: torch.Tensor, kernels: str, reference):
-    """The module whose functions a fused op calls on ``t``: the launchers of
-    ``fastsd.kernels.<kernels>`` for CUDA tensors unless the backend is ``'reference'`` (imported
-    on first use, so CPU-only runs never load Triton kernels), else ``reference`` (same function
-    names and semantics)."""
-    if t.is_cuda and _state["backend"] != "reference":
-        return importlib.import_module(f"fastsd.kernels.{kernels}")
-    return reference
+def _check(name: str, what: str) -> str:
+    if name not in _BACKENDS:
+        raise ValueError(f"{what} must be one of {_BACKENDS}, got {name!r}")
+    if name == "native":
+        reason = importlib.import_module("fastsd._native").error()
+        if reason is not None:
+            raise RuntimeError(f"{what}='native' needs the CUDA extension fastsd._C, which is not available "
+                               f"({reason}); build it with FASTSD_BUILD_CUDA=1 (see README) or use 'triton'")
+    return name
+
+
+_state["backend"] = _check(os.environ.get("FASTSD_BACKEND", "auto"), "FASTSD_BACKEND")
+
+
+def implementation(t: torch.Tensor, kernels: str, reference, native: bool = False):
+    """The module whose functions a fused op calls on ``t``: ``reference`` for CPU tensors or the
+    ``'reference'`` backend; :mod:`fastsd._native` when ``native`` (the op family has native ops)
+    and the backend and data allow it (see the module doc); else the launchers of
+    ``fastsd.kernels.<kernels>``. Modules are imported on first use, so CPU-only runs never load
+    Triton kernels or the extension. All have the same function names and semantics."""
+    backend = _state["backend"]
+    if not t.is_cuda or backend == "reference":
+        return reference
+    if native and backend in ("auto", "native"):
+        mod = importlib.import_module("fastsd._native")
+        if mod.available() and mod.supports(t):
+            return mod
+    return importlib.import_module(f"fastsd.kernels.{kernels}")
+
+
+def describe(t: torch.Tensor, kernels: str = "mri_dc", native: bool = True) -> str:
+    """'native', 'triton' or 'reference': what an op of the family ``kernels`` runs on ``t``."""
+    mod = implementation(t, kernels, None, native)
+    if mod is None:
+        return "reference"
+    return "native" if mod.__name__ == "fastsd._native" else "triton"
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Temporarily select ``'auto'`` or ``'reference'`` for fused ops."""
-    if name not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
-    old, _state["backend"] = _state["backend"], name
+    """Temporarily select a backend (``'auto'``, ``'triton'``, ``'native'`` or ``'reference'``)."""
+    old, _state["backend"] = _state["backend"], _check(name, "backend")
     try:
         yield
     finally:

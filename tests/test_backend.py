@@ -1,5 +1,6 @@
 """Kernel-or-reference selection (:mod:`fastsd._backend`): CPU tensors always run the reference,
-``use_backend('reference')`` and ``FASTSD_BACKEND=reference`` force it on CUDA, other names fail."""
+``use_backend('reference')`` and ``FASTSD_BACKEND=reference`` force it on CUDA, unknown names fail.
+The native backend's selection is tested in tests/test_native_mri.py."""
 import importlib
 
 import pytest
@@ -30,11 +31,11 @@ def test_use_backend_restores_and_rejects_unknown_names():
         assert _backend._state["backend"] == "reference"
     assert _backend._state == before
     with pytest.raises(ValueError, match="backend must be one of"):
-        with _backend.use_backend("triton"):
+        with _backend.use_backend("cuda"):
             pass
 
 
-@pytest.mark.parametrize("name,ok", [("reference", True), ("auto", True), ("triton", False)])
+@pytest.mark.parametrize("name,ok", [("reference", True), ("auto", True), ("triton", True), ("cuda", False)])
 def test_environment_variable(monkeypatch, name, ok):
     saved = _backend._state["backend"]
     monkeypatch.setenv("FASTSD_BACKEND", name)

@@ -1,9 +1,11 @@
 """MRI custom ops ``fastsd::mri_*``: masked centred FFT with coil maps, its adjoint, normal,
 fused fidelity (loss + gradient) and coil-wise data consistency.
 
-CUDA tensors run the Triton kernels of ``fastsd.kernels.mri_dc`` around cuFFT; everything else
-runs :mod:`fastsd.reference.mri`. Each op has a fake (meta) implementation and an autograd
-formula, so it works under ``torch.compile`` and inside differentiable pipelines.
+CUDA tensors run the Triton kernels of ``fastsd.kernels.mri_dc`` around cuFFT, or for 2-D data
+the cuFFT-callback ops of the optional extension (:mod:`fastsd._native`) where it is built and the
+backend allows (:mod:`fastsd._backend`); everything else runs :mod:`fastsd.reference.mri`. Each op
+has a fake (meta) implementation and an autograd formula, so it works under ``torch.compile`` and
+inside differentiable pipelines.
 
 Layouts, for 2-D slices ``S = (H, W)`` and 3-D volumes ``S = (D, H, W)`` alike (the spatial rank
 is ``x.ndim - 2`` or ``y.ndim - 2``): image ``x`` real (B,2,*S) float32/float16/bfloat16 (half
@@ -38,7 +40,7 @@ IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _impl(t: Tensor):
-    return _backend.implementation(t, "mri_dc", _ref)
+    return _backend.implementation(t, "mri_dc", _ref, native=True)
 
 
 # ---------------------------------------------------------------------------------------------
