@@ -1,12 +1,12 @@
 """Which implementation a fused op runs. CPU tensors always run the PyTorch reference. CUDA
 tensors run, by backend (``FASTSD_BACKEND`` at import, or :func:`use_backend`):
 
-* ``auto`` (default): the native cuFFT-callback ops of :mod:`fastsd._native` where the op family
-  has them (2-D MRI), the optional extension ``fastsd._C`` is built and the data is supported;
-  the compiled Triton kernels otherwise.
+* ``auto`` (default): the compiled Triton kernels. The native cuFFT-callback ops are not chosen
+  automatically until a GPU benchmark shows them correct and faster (``benchmarks/native_mri.py``).
 * ``triton``: the Triton kernels.
-* ``native``: as ``auto``, but an error if the extension is missing (ops and shapes without a
-  native implementation still run Triton).
+* ``native``: the native ops of :mod:`fastsd._native` where the op family has them (2-D MRI), the
+  optional extension ``fastsd._C`` is built and the data is supported; an error if the extension
+  is missing (ops and shapes without a native implementation still run Triton).
 * ``reference``: the PyTorch reference, which is how benchmarks time the paths side by side.
 
 :func:`describe` says which one an op on a given tensor runs."""
@@ -45,7 +45,7 @@ def implementation(t: torch.Tensor, kernels: str, reference, native: bool = Fals
     backend = _state["backend"]
     if not t.is_cuda or backend == "reference":
         return reference
-    if native and backend in ("auto", "native"):
+    if native and backend == "native":
         mod = importlib.import_module("fastsd._native")
         if mod.available() and mod.supports(t):
             return mod
