@@ -232,7 +232,8 @@ def elementwise_op_cases(shape: tuple, device, size: str) -> list[OpCase]:
 def sdi_step(p: dict, net: torch.nn.Module, *, graphed: bool, resample_noise: bool = False, B: int | None = None,
              vectorize: bool = False, lr: float = 1e-3, tv_weight: float = 1e-4, warmup: int = 3):
     """An SDI inner step on MRI problem ``p`` for B problems (default p's batch), as the solver
-    builds it: BatchedNet of copies of ``net``, Adam (fused + capturable when graphed), loss
+    builds it: BatchedNet of copies of ``net``, the solver's Adam (fused + capturable on CUDA,
+    eager or graphed, so both paths do the same arithmetic), loss
     ``sqrt(‖M(FSx − y)‖²) + tv_weight · TV(x)`` through the fused fidelity op. With
     ``resample_noise=False`` (solver default) the noisy input is drawn once here and the step has
     no RNG work. Returns ``(runner, inner)``; ``runner.run(1)`` is one step."""
@@ -242,7 +243,7 @@ def sdi_step(p: dict, net: torch.nn.Module, *, graphed: bool, resample_noise: bo
         y = y[:1].expand(B, *y.shape[1:]).contiguous()
     dev = y.device
     bnet = BatchedNet([net] * B, vectorize=vectorize).to(dev)
-    opt = graph_safe_adam(bnet.parameters(), lr, dev) if graphed else torch.optim.Adam(bnet.parameters(), lr=lr)
+    opt = graph_safe_adam(bnet.parameters(), lr, dev)
     H, W = op.img_size
     x_hat = torch.randn(B, 2, H, W, generator=torch.Generator().manual_seed(1)).to(dev)
     sigma = torch.tensor(0.3, device=dev)

@@ -5,7 +5,7 @@ import torch
 
 from fastsd.ops.base import LinearOperator
 
-__all__ = ["TOLERANCE", "rel_err", "poisoned_like", "MaskOp"]
+__all__ = ["TOLERANCE", "rel_err", "poisoned_like", "assert_same_network", "MaskOp"]
 
 # Relative-error tolerance per input dtype for kernel-vs-reference comparisons.
 TOLERANCE = {
@@ -29,6 +29,22 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def poisoned_like(t: torch.Tensor) -> torch.Tensor:
     """An output buffer filled with NaN, so a kernel that skips an element is caught."""
     return torch.full_like(t, float("nan"))
+
+
+def assert_same_network(net: torch.nn.Module, fused: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
+    """``fused`` (a network with fused layers swapped in) computes what ``net`` computes in train
+    mode: output and weight gradients of ``sum(out²)``, in float32 or under bf16 autocast."""
+    outs = []
+    for m in (net, fused):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = m(x)
+        out.float().square().sum().backward()
+        outs.append((out.float(), [p.grad for p in m.parameters()]))
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    assert rel_err(outs[1][0], outs[0][0]) < tol
+    scale = max(float(g.norm()) for g in outs[0][1])
+    for g1, g0 in zip(outs[1][1], outs[0][1]):  # conv biases before a BatchNorm have zero gradient: rounding only
+        assert rel_err(g1, g0) < 10 * tol or float((g1 - g0).norm()) < tol * scale
 
 
 class MaskOp(LinearOperator):

@@ -28,6 +28,25 @@ def kernel_device():
     return torch.device(KERNEL_DEVICE)
 
 
+@pytest.fixture
+def backend_from_env(monkeypatch):
+    """``load(name)`` re-imports ``fastsd._backend`` with ``FASTSD_BACKEND=name`` (so its import-time
+    check runs) and returns the module; the variable and the backend are restored afterwards."""
+    import importlib
+
+    from fastsd import _backend
+    saved = _backend._state["backend"]
+
+    def load(name: str):
+        monkeypatch.setenv("FASTSD_BACKEND", name)
+        return importlib.reload(_backend)
+
+    yield load
+    monkeypatch.delenv("FASTSD_BACKEND", raising=False)
+    importlib.reload(_backend)
+    _backend._state["backend"] = saved
+
+
 # torch.compile(fullgraph=True) parametrisation of the custom-op tests. On CUDA inductor compiles
 # the graph around the Triton custom ops. On CPU the ops run their reference behind torch.library,
 # so compiling checks the tracing, the fake and the autograd registrations: AOTAutograd's eager

@@ -1,7 +1,6 @@
 """Kernel-or-reference selection (:mod:`fastsd._backend`): CPU tensors always run the reference,
 ``use_backend('reference')`` and ``FASTSD_BACKEND=reference`` force it on CUDA, unknown names fail.
 The native backend's selection is tested in tests/test_native_mri.py."""
-import importlib
 
 import pytest
 import torch
@@ -36,16 +35,9 @@ def test_use_backend_restores_and_rejects_unknown_names():
 
 
 @pytest.mark.parametrize("name,ok", [("reference", True), ("auto", True), ("triton", True), ("cuda", False)])
-def test_environment_variable(monkeypatch, name, ok):
-    saved = _backend._state["backend"]
-    monkeypatch.setenv("FASTSD_BACKEND", name)
-    try:
-        if ok:
-            assert importlib.reload(_backend)._state["backend"] == name
-        else:
-            with pytest.raises(ValueError, match="FASTSD_BACKEND must be one of"):
-                importlib.reload(_backend)
-    finally:
-        monkeypatch.delenv("FASTSD_BACKEND")
-        importlib.reload(_backend)
-        _backend._state["backend"] = saved
+def test_environment_variable(backend_from_env, name, ok):
+    if ok:
+        assert backend_from_env(name)._state["backend"] == name
+    else:
+        with pytest.raises(ValueError, match="FASTSD_BACKEND must be one of"):
+            backend_from_env(name)
