@@ -2,7 +2,7 @@
 tensors run, by backend (``FASTSD_BACKEND`` at import, or :func:`use_backend`):
 
 * ``auto`` (default): the compiled Triton kernels. The native cuFFT-callback ops are not chosen
-  automatically until a GPU benchmark shows them correct and faster (``benchmarks/native_mri.py``).
+  automatically until a GPU benchmark shows them correct and faster (``python -m benchmarks.run --only copy,native``).
 * ``triton``: the Triton kernels.
 * ``native``: the native ops of :mod:`fastsd._native` where the op family has them (2-D MRI), the
   optional extension ``fastsd._C`` is built and the data is supported; an error if the extension

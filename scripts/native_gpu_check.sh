@@ -3,7 +3,8 @@
 # runs out: build the extension there (a .so built elsewhere is tied to that torch and Python),
 # a one-call smoke test of each op against the reference (prints cuFFT/NVRTC errors plainly), the
 # GPU tests of native vs reference vs Triton, then the side-by-side benchmark. Everything goes to
-# ${OUT:-gpu-out}: build.log, smoke.log, native_tests.log, native_mri.{json,md}, bench.log.
+# ${OUT:-gpu-out}: build.log, smoke.log, native_tests.log, bench.log and the benchmark's
+# results <date>-<gpu>.{json,md} (sections copy and native).
 #   bash scripts/native_gpu_check.sh [test timeout s] [bench timeout s]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +50,5 @@ print("plans:", torch.ops.fastsd_native.plan_count() if _native.available() else
 PY
 timeout "${1:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_native_mri.py tests/test_backend.py \
   2>&1 | tee "$OUT/native_tests.log" | tail -15
-timeout "${2:-300}" python3 -m benchmarks.native_mri --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -30
+timeout "${2:-300}" python3 -m benchmarks.run --only copy,native --budget-s "$(( ${2:-300} - 30 ))" --out "$OUT" 2>&1 \
+  | tee "$OUT/bench.log" | tail -40

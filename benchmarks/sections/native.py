@@ -1,0 +1,113 @@
+"""Section 'native': the native MRI ops (cuFFT LTO callbacks, ``fastsd._C``) next to the Triton
+kernels and the PyTorch reference, side by side on the same inputs: forward, adjoint, normal,
+fidelity and DC, 15 coils, 320², one slice and a GPU-filling batch. CUDA only; without the
+extension the native rows are absent and its targets unmeasured."""
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+
+from benchmarks import cases
+from fastsd import _backend, _native
+from fastsd.ops.coils import birdcage_maps
+from fastsd.ops.masks import equispaced_mask
+from fastsd.reference import mri as R
+from fastsd.testing import rel_err
+
+OPS = ("forward", "adjoint", "normal", "fidelity", "dc")
+FFTS = {"forward": 1, "adjoint": 1, "normal": 2, "fidelity": 2, "dc": 2}
+TARGETS = ("mri_fidelity/fill", "mri_forward/fill", "mri_adjoint/fill")  # native over Triton >= 1.5
+SPEEDUP_TARGET = 1.5
+
+METHOD = ("Each op through torch.ops.fastsd.<op> (no validation, no host syncs) under fastsd._backend.use_backend("
+          "'reference' | 'triton' | 'native'), after one warm-up call (cuFFT plans, NVRTC callbacks, Triton "
+          "compilation). Inputs: random images, 4x equispaced mask with 20 ACS lines, 15 birdcage maps, y = A x. "
+          "bytes_moved = compulsory traffic (inputs once, outputs once) + one read and one write of the spectra per "
+          "FFT; frac_copy_bw against the copy section. rel_err = against the reference's output.")
+COLUMNS = [("name", "name"), ("median ms", "ms"), ("GB/s", "gb_per_s"), ("of copy BW", "pct:frac_copy_bw"),
+           ("rel err", "rel_err_vs_reference"), ("vs Triton", "speedup_vs_triton"),
+           ("vs ref", "speedup_vs_reference")]
+
+
+def problem(B: int, C: int, H: int, W: int, device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    mask = equispaced_mask((H, W), 4, acs_lines=20).to(device)
+    smaps = birdcage_maps(C, (H, W)).to(torch.complex64).to(device)
+    x = torch.randn(B, 2, H, W, generator=g).to(device)
+    return dict(x=x, y=R.mri_forward(x, mask, smaps), mask=mask, smaps=smaps)
+
+
+def traffic(op: str, B: int, C: int, H: int, W: int) -> int:
+    n = H * W
+    img, spec, maps, mask = B * 2 * n * 4, B * C * n * 8, C * n * 8, n * 4
+    io = {"forward": img + maps + mask + spec, "adjoint": spec + mask + maps + img,
+          "normal": img + maps + mask + img, "fidelity": img + spec + maps + mask + img + B * 4,
+          "dc": img + spec + maps + mask + img}[op]
+    return io + FFTS[op] * 2 * spec
+
+
+def call(op: str, p: dict):
+    ops, x, y, mask, smaps = torch.ops.fastsd, p["x"], p["y"], p["mask"], p["smaps"]
+    return {"forward": lambda: ops.mri_forward(x, mask, smaps), "adjoint": lambda: ops.mri_adjoint(y, mask, smaps),
+            "normal": lambda: ops.mri_normal(x, mask, smaps), "fidelity": lambda: ops.mri_fidelity(x, y, mask, smaps),
+            "dc": lambda: ops.mri_dc(x, y, mask, smaps, math.inf)}[op]
+
+
+def _flat(out) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).to(torch.complex128) for t in out]) if isinstance(out, tuple) else out
+
+
+def run(b) -> None:
+    if b.device.type != "cuda":
+        b.skip("native", "native", "needs a CUDA GPU")
+        return
+    backends = ["reference", "triton"]
+    if _native.available():
+        backends.append("native")
+    else:
+        b.skip("native", "native/extension", f"fastsd._C not available: {_native.error()}")
+    reps, warm = b.cfg["op_reps"]
+    C, H, W = 15, 320, 320
+    for size, B in b.cfg["native_sizes"]:
+        p = problem(B, C, H, W, b.device)
+        for op in OPS:
+            with torch.no_grad(), _backend.use_backend("reference"):
+                want = _flat(call(op, p)())
+            timed = {}
+            for backend in backends:
+                def body(backend=backend, op=op, p=p, want=want, B=B, timed=timed):
+                    with torch.no_grad(), _backend.use_backend(backend):
+                        fn = call(op, p)
+                        err = rel_err(_flat(fn()), want)
+                        times = b.time(fn, reps, warm)
+                    med = statistics.median(times)
+                    gbps = traffic(op, B, C, H, W) / med / 1e9
+                    d = dict(gb_per_s=gbps, rel_err_vs_reference=err)
+                    if b.copy_gbps:
+                        d["frac_copy_bw"] = gbps / b.copy_gbps
+                    for other in ("triton", "reference"):
+                        if other in timed and other != backend:
+                            d[f"speedup_vs_{other}"] = timed[other] / med
+                    return times, d
+
+                r = b.item("native", f"native/mri_{op}/{size}/{backend}",
+                           dict(op=f"mri_{op}", backend=backend, B=B, C=C, H=H, W=W, bytes_moved=traffic(op, B, C, H, W)),
+                           body)
+                if r:
+                    timed[backend] = r["median_s"]
+            del want
+        del p
+        b.free()
+
+
+def targets(results: list[dict]) -> dict:
+    """The issue's native-over-Triton speed-ups at the GPU-filling size (None: not measured)."""
+    out = {}
+    for case in TARGETS:
+        op, size = case.split("/")
+        r = next((r for r in results if r["name"] == f"native/{op}/{size}/native" and "speedup_vs_triton" in r), None)
+        out[f"native_speedup_vs_triton[{case}]"] = cases.target_entry(r and r["speedup_vs_triton"], SPEEDUP_TARGET,
+                                                                      ">=")
+    return out
