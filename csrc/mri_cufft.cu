@@ -13,18 +13,18 @@
 // blend; the inverse transform loads M y (adjoint) and its store does the conjugate coil combine
 // and unpacks into the image. The centring shifts are index arithmetic, valid for odd sizes.
 //
-// Callbacks are compiled with NVRTC to LTO-IR at plan creation (once per shape and variant): the
-// IR then matches the running GPU and the cuFFT / nvJitLink that link it, and shape constants are
-// folded in. Plans are cached per (device, shape, variant) and run on the current stream with a
-// workspace from torch's caching allocator, and a device-side argument block (caller info)
-// written by a one-thread kernel before each execution, so a CUDA graph that captures the op
-// replays with the captured tensors. That block makes a plan unfit to run on two streams at once;
-// sequential use from several streams, ordered as torch orders them (graph capture synchronises
-// first), is fine. Creating a plan while
-// the stream is being captured is refused with a message: run the op once before capture.
+// Callbacks are compiled with NVRTC to LTO-IR at plan creation (once per shape, variant and
+// callback; one callback per blob): the IR then matches the running GPU and the cuFFT /
+// nvJitLink that link it, and shape constants are folded in. Plans are cached per (device, shape,
+// variant) and run on the current stream with a workspace from torch's caching allocator, and a
+// device-side argument block (caller info) written by a one-thread kernel before each execution,
+// so a CUDA graph that captures the op replays with the captured tensors. That block makes a plan
+// unfit to run on two streams at once; sequential use from several streams, ordered as torch
+// orders them (graph capture synchronises first), is fine. Creating a plan while the stream is
+// being captured is refused with a message: run the op once before capture.
 //
 // callback_ltoir_size(defines, arch) compiles the callbacks without touching the GPU (a check
-// that works on machines with no GPU).
+// that works on machines with no GPU); native_info() names the cuFFT and NVRTC in use.
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -43,6 +43,10 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#if !defined(CUFFT_VERSION) || CUFFT_VERSION < 12000
+#error "fastsd._C needs cuFFT >= 12.0 (CUDA 13): cufftXtSetJITCallback with a symbol name"
+#endif
 
 namespace {
 
@@ -67,11 +71,34 @@ constexpr int64_t kLossSlots = 256;  // NSLOT_ in callbacks.inc
 
 enum StoreMode { kForward = 0, kResidual = 1, kDc = 2 };
 
-#define FSD_CUFFT(expr)                                                                  \
-    do {                                                                                 \
-        cufftResult r_ = (expr);                                                         \
-        TORCH_CHECK(r_ == CUFFT_SUCCESS, "fastsd._C: ", #expr, " failed (cufftResult ", \
-                    static_cast<int>(r_), ")");                                          \
+const char* cufft_error_name(cufftResult r) {
+    switch (r) {
+        case CUFFT_INVALID_PLAN: return "CUFFT_INVALID_PLAN";
+        case CUFFT_ALLOC_FAILED: return "CUFFT_ALLOC_FAILED";
+        case CUFFT_INVALID_TYPE: return "CUFFT_INVALID_TYPE";
+        case CUFFT_INVALID_VALUE: return "CUFFT_INVALID_VALUE";
+        case CUFFT_INTERNAL_ERROR: return "CUFFT_INTERNAL_ERROR";
+        case CUFFT_EXEC_FAILED: return "CUFFT_EXEC_FAILED";
+        case CUFFT_SETUP_FAILED: return "CUFFT_SETUP_FAILED";
+        case CUFFT_INVALID_SIZE: return "CUFFT_INVALID_SIZE";
+        case CUFFT_UNALIGNED_DATA: return "CUFFT_UNALIGNED_DATA";
+        case CUFFT_INVALID_DEVICE: return "CUFFT_INVALID_DEVICE";
+        case CUFFT_NO_WORKSPACE: return "CUFFT_NO_WORKSPACE";
+        case CUFFT_NOT_IMPLEMENTED: return "CUFFT_NOT_IMPLEMENTED";
+        case CUFFT_NOT_SUPPORTED: return "CUFFT_NOT_SUPPORTED";
+        case CUFFT_MISSING_DEPENDENCY: return "CUFFT_MISSING_DEPENDENCY";
+        case CUFFT_NVRTC_FAILURE: return "CUFFT_NVRTC_FAILURE";
+        case CUFFT_NVJITLINK_FAILURE: return "CUFFT_NVJITLINK_FAILURE";
+        case CUFFT_NVSHMEM_FAILURE: return "CUFFT_NVSHMEM_FAILURE";
+        default: return "unknown cufftResult";
+    }
+}
+
+#define FSD_CUFFT(expr)                                                                   \
+    do {                                                                                  \
+        cufftResult r_ = (expr);                                                          \
+        TORCH_CHECK(r_ == CUFFT_SUCCESS, "fastsd._C: ", #expr, " failed: ",              \
+                    cufft_error_name(r_), " (", static_cast<int>(r_), ")");               \
     } while (0)
 
 #define FSD_NVRTC(expr)                                                                  \
@@ -127,13 +154,14 @@ struct Plan {
     cufftHandle handle = 0;
     FsdParams* params = nullptr;  // device memory, the plan's caller info
     size_t work_size = 0;         // workspace, taken from torch's allocator at each execution
+    std::mutex mutex;             // held from cufftSetStream to cufftXtExec (host-side plan state)
 };
 
 __global__ void write_params(FsdParams* dst, FsdParams value) { *dst = value; }
 
 std::mutex g_mutex;
 std::unordered_map<std::string, std::unique_ptr<Plan>> g_plans;
-std::unordered_map<std::string, std::vector<char>> g_ir;  // LTO-IR per (defines, arch)
+std::unordered_map<std::string, std::vector<char>> g_ir;  // LTO-IR per (arch, callback, defines)
 
 int device_arch(int device) {
     cudaDeviceProp prop;
@@ -155,11 +183,16 @@ Plan& get_plan(const Variant& v, int64_t batch, cudaStream_t stream, int device)
     TORCH_CHECK(capture == cudaStreamCaptureStatusNone,
                 "fastsd._C: no cuFFT plan yet for this MRI shape; run the op once before CUDA graph capture");
 
+    // One LTO-IR blob per callback (FSD_ONLY in callbacks.inc): no symbol is defined twice when a
+    // plan links a load and a store callback.
     int arch = device_arch(device);
-    std::string ir_key = std::to_string(arch) + "|" + defines;
-    auto ir_it = g_ir.find(ir_key);
-    if (ir_it == g_ir.end()) ir_it = g_ir.emplace(ir_key, compile_callbacks(defines, arch)).first;
-    const std::vector<char>& ir = ir_it->second;
+    auto ir_for = [&](const std::string& symbol) -> const std::vector<char>& {
+        std::string only = "#define FSD_ONLY 1\n#define FSD_ONLY_" + symbol + " 1\n" + defines;
+        std::string ir_key = std::to_string(arch) + "|" + only;
+        auto it = g_ir.find(ir_key);
+        if (it == g_ir.end()) it = g_ir.emplace(ir_key, compile_callbacks(only, arch)).first;
+        return it->second;
+    };
 
     auto plan = std::make_unique<Plan>();
     C10_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&plan->params), sizeof(FsdParams)));
@@ -168,8 +201,10 @@ Plan& get_plan(const Variant& v, int64_t batch, cudaStream_t stream, int device)
     const char* load = v.inverse ? (v.load_masked ? "fsd_load_masked" : nullptr) : "fsd_load_image";
     const char* store = v.inverse ? "fsd_store_image" : "fsd_store_kspace";
     if (load != nullptr) {
+        const std::vector<char>& ir = ir_for(load);
         FSD_CUFFT(cufftXtSetJITCallback(plan->handle, load, ir.data(), ir.size(), CUFFT_CB_LD_COMPLEX, &info));
     }
+    const std::vector<char>& ir = ir_for(store);
     FSD_CUFFT(cufftXtSetJITCallback(plan->handle, store, ir.data(), ir.size(), CUFFT_CB_ST_COMPLEX, &info));
     FSD_CUFFT(cufftSetAutoAllocation(plan->handle, 0));
     long long n[2] = {v.H, v.W};
@@ -180,6 +215,7 @@ Plan& get_plan(const Variant& v, int64_t batch, cudaStream_t stream, int device)
 
 // Write the arguments and run the plan in place on `buffer` (complex64, B*C transforms).
 void execute(Plan& plan, const FsdParams& args, at::Tensor& buffer, bool inverse, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(plan.mutex);
     FSD_CUFFT(cufftSetStream(plan.handle, stream));
     at::Tensor work;  // stream-ordered and capture-aware, like torch's own FFT workspace
     if (plan.work_size > 0) {
@@ -363,6 +399,15 @@ int64_t callback_ltoir_size(const std::string& defines, int64_t arch) {
     return static_cast<int64_t>(compile_callbacks(defines, static_cast<int>(arch)).size());
 }
 
+std::string native_info() {
+    int cufft = 0, major = 0, minor = 0;
+    std::ostringstream s;
+    s << "cuFFT " << (cufftGetVersion(&cufft) == CUFFT_SUCCESS ? std::to_string(cufft) : "?") << " (built against "
+      << CUFFT_VERSION << "), NVRTC ";
+    if (nvrtcVersion(&major, &minor) == NVRTC_SUCCESS) s << major << "." << minor;
+    return s.str();
+}
+
 int64_t plan_count() {
     std::lock_guard<std::mutex> lock(g_mutex);
     return static_cast<int64_t>(g_plans.size());
@@ -378,6 +423,7 @@ TORCH_LIBRARY(fastsd_native, m) {
     m.def("mri_dc(Tensor x, Tensor y, Tensor mask, Tensor? smaps, float lam) -> Tensor");
     m.def("callback_ltoir_size(str defines, int arch) -> int", &callback_ltoir_size);
     m.def("plan_count() -> int", &plan_count);
+    m.def("native_info() -> str", &native_info);
 }
 
 TORCH_LIBRARY_IMPL(fastsd_native, CUDA, m) {

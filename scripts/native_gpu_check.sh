@@ -15,18 +15,22 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu
 NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null) || { echo "no nvcc: cannot build fastsd._C"; exit 1; }
 export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")} PATH="$(dirname "$NVCC"):$PATH"
 ARCH=$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+"$NVCC" --version | tail -2 | tee -a "$OUT/gpu.txt"  # its CUDA major should match torch.version.cuda
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { tail -5 "$OUT/install.log"; exit 1; }
 start=$(date +%s)
 FASTSD_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS=16 python3 setup.py build_ext --inplace >"$OUT/build.log" 2>&1
 echo "build rc=$? in $(( $(date +%s) - start )) s (arch $ARCH, CUDA_HOME $CUDA_HOME)"; grep -iE "error|warning: " "$OUT/build.log" | head -20
 ls -l fastsd/_C*.so 2>/dev/null | tee -a "$OUT/build.log"
-python3 - <<'PY' 2>&1 | tee "$OUT/smoke.log"
+# CUDA_LAUNCH_BLOCKING: a fault inside a callback is reported by the op that caused it
+CUDA_LAUNCH_BLOCKING=1 python3 - <<'PY' 2>&1 | tee "$OUT/smoke.log"
 import math, time, torch
 from fastsd import _backend, _native
 from fastsd.functional import mri as F
 from fastsd.reference import mri as R
 from fastsd.testing import rel_err
 print("torch", torch.__version__, "cuda", torch.version.cuda, "| fastsd._C:", _native.error() or "loaded")
+if _native.available():
+    print(torch.ops.fastsd_native.native_info(), "| device arch", torch.cuda.get_device_capability())
 g = torch.Generator().manual_seed(0)
 for B, C, H, W in [(2, 15, 32, 30), (2, 3, 17, 13), (1, 1, 320, 320)]:
     x = torch.randn(B, 2, H, W, generator=g).cuda()
@@ -47,6 +51,9 @@ for B, C, H, W in [(2, 15, 32, 30), (2, 3, 17, 13), (1, 1, 320, 320)]:
         except Exception as e:  # report and go on: the next op may work
             print(f"{B}x{C}x{H}x{W} {name:8s} FAILED {type(e).__name__}: {str(e)[:400]}")
 print("plans:", torch.ops.fastsd_native.plan_count() if _native.available() else 0)
+# which cuFFT / nvJitLink / NVRTC the process loaded (cuFFT dlopens nvJitLink to link the callbacks)
+libs = {l.split()[-1] for l in open("/proc/self/maps") if any(k in l for k in ("cufft", "nvJitLink", "nvrtc"))}
+print("\n".join(sorted(libs)))
 PY
 timeout "${1:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_native_mri.py tests/test_backend.py \
   2>&1 | tee "$OUT/native_tests.log" | tail -15

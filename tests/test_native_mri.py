@@ -215,16 +215,21 @@ def test_native_cuda_graph_replay_and_capture_without_plan():
     x, smaps, mask, y = _problem(CASES[4])
     x_in = x.clone()
     with _backend.use_backend("native"):
-        torch.ops.fastsd.mri_fidelity(x_in, y, mask, smaps)  # creates the plans (capture runs on a side stream)
+        # creates the plans (capture runs on a side stream); dc shares fidelity's inverse plan, so
+        # the graph below replays one plan with two argument blocks
+        torch.ops.fastsd.mri_fidelity(x_in, y, mask, smaps)
+        torch.ops.fastsd.mri_dc(x_in, y, mask, smaps, 0.5)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             loss, grad = torch.ops.fastsd.mri_fidelity(x_in, y, mask, smaps)
+            dc = torch.ops.fastsd.mri_dc(grad, y, mask, smaps, 0.5)
         x2 = torch.randn_like(x)
         x_in.copy_(x2)
         graph.replay()
         torch.cuda.synchronize()
         loss_ref, grad_ref = R.mri_fidelity(x2, y, mask, smaps)
         assert rel_err(loss, loss_ref) < TOL and rel_err(grad, grad_ref) < TOL
+        assert rel_err(dc, R.mri_dc(grad, y, mask, smaps, 0.5)) < TOL
         # a shape never run before cannot create its plan inside a capture
         x3, s3, m3, y3 = _problem((1, 2, 21, 19, False))
         with pytest.raises(RuntimeError, match="before CUDA graph capture"):
