@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# A whole GPU session in one device call, in the order of the open issues: the network training
+# step (benchmarks/gpu_check.sh: install, copy/levers/anchor benchmark, GPU tests of the step's
+# kernels) and then the native MRI extension (scripts/native_gpu_check.sh: build, smoke test, GPU
+# tests, benchmark section 'native'). Everything lands under ${OUT:-gpu-out}.
+#   FASTSD_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_session.sh [step bench s] [step tests s] [native tests s] [native bench s]
+# The defaults (240 + 60 + 60 + 120 s, plus install and build) are sized for one 600 s call; the
+# whole script has not been timed on a GPU yet.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OUT=${OUT:-gpu-out}
+bash benchmarks/gpu_check.sh "${1:-240}" "${2:-60}"
+bash scripts/native_gpu_check.sh "${3:-60}" "${4:-120}"
