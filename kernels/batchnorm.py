@@ -68,6 +68,15 @@ def _relu_grad(v, d, w, b, mean, rstd):
 
 
 @triton.jit
+def _store_partials(part_ptr, pid, n_cblocks, C, c, m_c, a, b):
+    """This program's two per-channel partial sums (column sums of the row blocks ``a`` and ``b``)
+    into its chunk's row of the (chunks, 2, C) buffer."""
+    p_part = part_ptr + (pid // n_cblocks) * 2 * C + c
+    tl.store(p_part, tl.sum(a, axis=0), mask=m_c)
+    tl.store(p_part + C, tl.sum(b, axis=0), mask=m_c)
+
+
+@triton.jit
 def _stats(
     x_ptr, part_ptr,
     R, C, S, rows_per_chunk, n_cblocks,
@@ -85,9 +94,7 @@ def _stats(
         v = tl.where(m, _load(x_ptr, r, c, m, S, s_n, s_s, s_c, acc_ty) - shift[None, :], 0.0)
         b_sum += v
         b_sq += v * v
-    p_part = part_ptr + (pid // n_cblocks) * 2 * C + c
-    tl.store(p_part, tl.sum(b_sum, axis=0), mask=m_c)
-    tl.store(p_part + C, tl.sum(b_sq, axis=0), mask=m_c)
+    _store_partials(part_ptr, pid, n_cblocks, C, c, m_c, b_sum, b_sq)
 
 
 @triton.jit
@@ -139,9 +146,7 @@ def _backward_reduce(
         g = tl.where(m, g, 0.0)
         b_g += g
         b_gx += g * xhat
-    p_part = part_ptr + (pid // n_cblocks) * 2 * C + c
-    tl.store(p_part, tl.sum(b_g, axis=0), mask=m_c)
-    tl.store(p_part + C, tl.sum(b_gx, axis=0), mask=m_c)
+    _store_partials(part_ptr, pid, n_cblocks, C, c, m_c, b_g, b_gx)
 
 
 @triton.jit
