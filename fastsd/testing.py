@@ -1,11 +1,12 @@
 """Helpers for comparing fused kernels with their references (used by the test suite)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastsd.ops.base import LinearOperator
 
-__all__ = ["TOLERANCE", "rel_err", "poisoned_like", "assert_same_network", "MaskOp"]
+__all__ = ["TOLERANCE", "rel_err", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
 
 # Relative-error tolerance per input dtype for kernel-vs-reference comparisons.
 TOLERANCE = {
@@ -29,6 +30,19 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def poisoned_like(t: torch.Tensor) -> torch.Tensor:
     """An output buffer filled with NaN, so a kernel that skips an element is caught."""
     return torch.full_like(t, float("nan"))
+
+
+def complex_randn(*shape, gen: torch.Generator, device=None) -> torch.Tensor:
+    """Complex normal sample (independent real and imaginary parts) drawn on the CPU from ``gen``,
+    so every device sees the same values."""
+    return torch.complex(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)).to(device)
+
+
+def centred_dft(n: int) -> np.ndarray:
+    """Matrix of fastMRI's centred orthonormal DFT, ``D[u, i] = exp(-2πi (u - n//2)(i - n//2) / n) / √n``:
+    the dense, convention-independent check of the MRI operators."""
+    u = np.arange(n) - n // 2
+    return np.exp(-2j * np.pi * np.outer(u, u) / n) / np.sqrt(n)
 
 
 def assert_same_network(net: torch.nn.Module, fused: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:

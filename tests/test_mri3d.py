@@ -13,15 +13,11 @@ from fastsd.ops.base import LinearOperator, batch_dot
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.mri import MRI3D
 from fastsd.reference import mri as R
-from fastsd.testing import TOLERANCE, poisoned_like, rel_err
+from fastsd.testing import TOLERANCE, centred_dft, complex_randn, poisoned_like, rel_err
 
 TOL = TOLERANCE[torch.float32]
 DIMS = (-3, -2, -1)
 ops = torch.ops.fastsd
-
-
-def _crandn(*shape, gen):
-    return torch.complex(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
 
 
 # mask kinds: "pe" a (1,H,W) phase-encode mask (whole readout lines), "full" a (D,H,W) mask,
@@ -33,21 +29,16 @@ def _setup(n_coils, shape=(5, 4, 3), B=2, kind="pe", seed=0, device="cpu"):
     mshape = {"pe": (1, H, W), "full": (D, H, W), "batched": (B, D, H, W)}[kind]
     mask = (torch.rand(mshape, generator=g) < 0.5).float()
     lead = (B,) if kind == "batched" else ()
-    smaps = None if n_coils == 1 else _crandn(*lead, n_coils, D, H, W, gen=g)
-    y = _crandn(B, n_coils, D, H, W, gen=g) * (mask[:, None] if kind == "batched" else mask)
+    smaps = None if n_coils == 1 else complex_randn(*lead, n_coils, D, H, W, gen=g)
+    y = complex_randn(B, n_coils, D, H, W, gen=g) * (mask[:, None] if kind == "batched" else mask)
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
     return to(x), to(mask), to(smaps), to(y)
-
-
-def _centred_dft(n):
-    u = np.arange(n) - n // 2
-    return np.exp(-2j * np.pi * np.outer(u, u) / n) / np.sqrt(n)
 
 
 def _dense_A(b, mask, smaps, shape):
     """Dense A of problem b: blockrows_c diag(m) (D_D ⊗ D_H ⊗ D_W) diag(S_c), float64."""
     D, H, W = shape
-    F3 = np.kron(np.kron(_centred_dft(D), _centred_dft(H)), _centred_dft(W))
+    F3 = np.kron(np.kron(centred_dft(D), centred_dft(H)), centred_dft(W))
     m = mask[b] if mask.ndim == 4 else mask
     m = np.broadcast_to(m.double().numpy(), shape).ravel()
     if smaps is None:
@@ -109,7 +100,7 @@ def test_kernels_against_shift_expressions(kcase, kernel_device, block):
     got = K.pre_fft(x, smaps, out=out, block=block)
     assert got.data_ptr() == out.data_ptr()
     assert rel_err(got, torch.fft.ifftshift(z if smaps is None else z * smaps, dim=DIMS)) < TOL
-    k = _crandn(*y.shape, gen=g).to(kernel_device)
+    k = complex_randn(*y.shape, gen=g).to(kernel_device)
     kc, m = torch.fft.fftshift(k, dim=DIMS), _m5(mask)
     assert rel_err(K.post_fft(k, None, mask, "forward", out=poisoned_like(k), block=block)[0], m * kc) < TOL
     adj = K.post_fft(None, y, mask, "adjoint", out=poisoned_like(y), block=block)[0]
@@ -149,7 +140,7 @@ def test_kernel_composites_match_reference(kcase):
 def test_adjointness_and_norm(device, n_coils, kind):
     x, mask, smaps, _ = _setup(n_coils, (6, 5, 7), kind=kind, device=device)
     op = MRI3D(mask, smaps)
-    y = _crandn(x.shape[0], n_coils, 6, 5, 7, gen=torch.Generator().manual_seed(5)).to(device)
+    y = complex_randn(x.shape[0], n_coils, 6, 5, 7, gen=torch.Generator().manual_seed(5)).to(device)
     lhs, rhs = batch_dot(op(x), y).double(), batch_dot(x, op.adjoint(y)).double()
     assert float(((lhs - rhs) / rhs).abs().max()) < 1e-5
     if n_coils == 1:  # ‖M F‖ = 1 for any non-empty mask
@@ -251,7 +242,7 @@ def test_slices_are_the_same_problem(device, n_coils, kind):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(B, 2, D, H, W, generator=g).to(device)
     mask = (torch.rand((B, 1, H, W) if kind == "batched_pe" else (H, W), generator=g) < 0.5).float()
-    smaps = None if n_coils == 1 else _crandn(*((B,) if kind == "batched_pe" else ()), n_coils, D, H, W, gen=g)
+    smaps = None if n_coils == 1 else complex_randn(*((B,) if kind == "batched_pe" else ()), n_coils, D, H, W, gen=g)
     op = MRI3D(mask, smaps).to(device)
     y = op(x)
     y2, op2 = op.slices(y)

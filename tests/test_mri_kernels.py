@@ -7,7 +7,7 @@ import torch
 
 from fastsd.kernels import mri_dc as K
 from fastsd.reference import mri as R
-from fastsd.testing import TOLERANCE, poisoned_like, rel_err
+from fastsd.testing import TOLERANCE, complex_randn, poisoned_like, rel_err
 
 DIMS = (-2, -1)
 TOL = TOLERANCE[torch.float32]
@@ -24,18 +24,14 @@ def _ifftshift(t):
     return torch.fft.ifftshift(t, dim=DIMS)
 
 
-def _crandn(*shape, gen, device):
-    return torch.complex(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)).to(device)
-
-
 def _problem(case, device, seed=0):
     """Fresh random image, coil maps, 0/1 mask and measurement on ``device``."""
     B, C, H, W, batched = case
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, 2, H, W, generator=g).to(device)
-    smaps = None if C == 0 else _crandn(*((B,) if batched else ()), C, H, W, gen=g, device=device)
+    smaps = None if C == 0 else complex_randn(*((B,) if batched else ()), C, H, W, gen=g, device=device)
     mask = (torch.rand(*((B,) if batched else ()), H, W, generator=g) < 0.4).float().to(device)
-    y = _crandn(B, max(C, 1), H, W, gen=g, device=device)
+    y = complex_randn(B, max(C, 1), H, W, gen=g, device=device)
     return x, smaps, mask, y
 
 
@@ -72,7 +68,7 @@ def test_pre_fft_strided_input(kernel_device):
 @pytest.mark.parametrize("block", [1024, 64])
 def test_post_fft_forward_and_adjoint_modes(case, kernel_device, block):
     x, smaps, mask, y = _problem(case, kernel_device)
-    k = _crandn(*y.shape, gen=torch.Generator().manual_seed(2), device=kernel_device)
+    k = complex_randn(*y.shape, gen=torch.Generator().manual_seed(2), device=kernel_device)
     out, loss = K.post_fft(k, None, mask, "forward", out=poisoned_like(k), block=block)
     assert loss is None
     assert rel_err(out, _m4(mask) * _fftshift(k)) < TOL
@@ -83,7 +79,7 @@ def test_post_fft_forward_and_adjoint_modes(case, kernel_device, block):
 @pytest.mark.parametrize("block", [1024, 64])
 def test_post_fft_residual_mode(case, kernel_device, block):
     _, _, mask, y = _problem(case, kernel_device)
-    k = _crandn(*y.shape, gen=torch.Generator().manual_seed(3), device=kernel_device)
+    k = complex_randn(*y.shape, gen=torch.Generator().manual_seed(3), device=kernel_device)
     out, loss = K.post_fft(k, y, mask, "residual", out=poisoned_like(k), block=block)
     r = _m4(mask) * (_fftshift(k) - y)
     assert rel_err(out, _ifftshift(r)) < TOL
@@ -97,7 +93,7 @@ def test_post_fft_residual_mode(case, kernel_device, block):
 @pytest.mark.parametrize("lam", [math.inf, 0.7, 0.0])
 def test_post_fft_dc_mode(case, kernel_device, lam):
     _, _, mask, y = _problem(case, kernel_device)
-    k = _crandn(*y.shape, gen=torch.Generator().manual_seed(4), device=kernel_device)
+    k = complex_randn(*y.shape, gen=torch.Generator().manual_seed(4), device=kernel_device)
     kc, m = _fftshift(k), _m4(mask)
     soft = kc if lam == 0 else (y if math.isinf(lam) else (kc + lam * y) / (1 + lam))
     want = _ifftshift((1 - m) * kc + m * soft)

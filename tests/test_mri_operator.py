@@ -12,14 +12,10 @@ from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import equispaced_mask
 from fastsd.ops.mri import MRI, estimate_coil_maps
 from fastsd.reference import mri as R
-from fastsd.testing import TOLERANCE, rel_err
+from fastsd.testing import TOLERANCE, centred_dft, complex_randn, rel_err
 
 TOL = TOLERANCE[torch.float32]
 ops = torch.ops.fastsd
-
-
-def _crandn(*shape, gen):
-    return torch.complex(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
 
 
 def _setup(n_coils, H=9, W=8, B=2, seed=0, batched=False, device="cpu"):
@@ -27,8 +23,8 @@ def _setup(n_coils, H=9, W=8, B=2, seed=0, batched=False, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, 2, H, W, generator=g)
     mask = (torch.rand(*((B,) if batched else ()), H, W, generator=g) < 0.5).float()
-    smaps = None if n_coils == 1 else _crandn(*((B,) if batched else ()), n_coils, H, W, gen=g)
-    y = _crandn(B, n_coils, H, W, gen=g) * (mask[:, None] if batched else mask)
+    smaps = None if n_coils == 1 else complex_randn(*((B,) if batched else ()), n_coils, H, W, gen=g)
+    y = complex_randn(B, n_coils, H, W, gen=g) * (mask[:, None] if batched else mask)
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
     return to(x), to(mask), to(smaps), to(y)
 
@@ -37,15 +33,9 @@ def _setup(n_coils, H=9, W=8, B=2, seed=0, batched=False, device="cpu"):
 # dense explicit operator (numpy, float64) -- independent of any fftshift convention
 
 
-def _centred_dft(n):
-    """Matrix of fastMRI's centred orthonormal DFT: D[u, i] = exp(-2πi (u - n//2)(i - n//2) / n) / √n."""
-    u = np.arange(n) - n // 2
-    return np.exp(-2j * np.pi * np.outer(u, u) / n) / np.sqrt(n)
-
-
 def _dense_A(mask, smaps, H, W):
     """Per-problem list of dense A = blockrows_c diag(m) D2 diag(S_c), shape (C·H·W, H·W)."""
-    D2 = np.kron(_centred_dft(H), _centred_dft(W))
+    D2 = np.kron(centred_dft(H), centred_dft(W))
     m = mask.double().numpy().reshape(-1, H * W) if mask.ndim == 3 else mask.double().numpy().reshape(1, -1)
     if smaps is None:
         s = np.ones((1, 1, H * W))
@@ -90,7 +80,7 @@ def test_ops_match_dense_matrix(n_coils, batched):
     assert rel_err(grad, _as_channels(2 * AHr, H, W)) < TOL
 
     # coil-wise DC: S^H D2^H ((1 - w m) D2 S z + w m y)
-    D2 = np.kron(_centred_dft(H), _centred_dft(W))
+    D2 = np.kron(centred_dft(H), centred_dft(W))
     for lam in (math.inf, 0.4):
         w = 1.0 if math.isinf(lam) else lam / (1 + lam)
         want = []
@@ -112,7 +102,7 @@ def test_adjointness(device, n_coils, batched):
     x, mask, smaps, _ = _setup(n_coils, 17, 13, batched=batched, device=device)
     op = MRI(mask, smaps)
     g = torch.Generator().manual_seed(5)
-    y = _crandn(x.shape[0], n_coils, 17, 13, gen=g).to(device)
+    y = complex_randn(x.shape[0], n_coils, 17, 13, gen=g).to(device)
     lhs = batch_dot(op(x), y).double()  # Re <A x, y>
     rhs = batch_dot(x, op.adjoint(y)).double()  # <x, A^H y>
     assert float(((lhs - rhs).abs() / rhs.abs()).max()) < 1e-5
@@ -163,7 +153,7 @@ def test_autograd_formulas_match_reference(device, n_coils):
     """Registered backward formulas equal autograd through the plain-PyTorch reference."""
     x, mask, smaps, y = _setup(n_coils, 7, 6, device=device)
     g = torch.Generator().manual_seed(9)
-    cot_k = _crandn(*y.shape, gen=g).to(device)
+    cot_k = complex_randn(*y.shape, gen=g).to(device)
     cot_x = torch.randn(x.shape, generator=g).to(device)
 
     def grads(fn, inputs, cot):
@@ -328,9 +318,9 @@ def test_estimate_coil_maps_exact_when_nothing_varies_along_the_readout():
     keeps whole: the estimate is the true maps times the image's phase, exactly."""
     g = torch.Generator().manual_seed(0)
     C, H, W = 5, 24, 32
-    S = _crandn(C, H, 1, gen=g).expand(C, H, W)
+    S = complex_randn(C, H, 1, gen=g).expand(C, H, W)
     S = S / S.abs().square().sum(0, keepdim=True).sqrt()
-    x = _crandn(1, H, 1, gen=g).expand(1, H, W)
+    x = complex_randn(1, H, 1, gen=g).expand(1, H, W)
     for acs in (1, 6, 8, W):
         est = estimate_coil_maps(R.fft2c(S * x), acs)
         assert est.shape == (C, H, W) and est.dtype == torch.complex64

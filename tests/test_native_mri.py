@@ -11,7 +11,7 @@ import torch
 from fastsd import _backend, _native
 from fastsd.functional import mri as F
 from fastsd.reference import mri as R
-from fastsd.testing import TOLERANCE, rel_err
+from fastsd.testing import TOLERANCE, complex_randn, rel_err
 
 TOL = TOLERANCE[torch.float32]
 
@@ -96,13 +96,10 @@ def _problem(case, seed=0):
     B, C, H, W, batched = case
     g = torch.Generator().manual_seed(seed)
 
-    def crandn(*shape):
-        return torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g)).cuda()
-
     x = torch.randn(B, 2, H, W, generator=g).cuda()
-    smaps = None if C == 0 else crandn(*((B,) if batched else ()), C, H, W)
+    smaps = None if C == 0 else complex_randn(*((B,) if batched else ()), C, H, W, gen=g, device="cuda")
     mask = (torch.rand(*((B,) if batched else ()), H, W, generator=g) < 0.4).float().cuda()
-    y = crandn(B, max(C, 1), H, W)
+    y = complex_randn(B, max(C, 1), H, W, gen=g, device="cuda")
     return x, smaps, mask, y
 
 
