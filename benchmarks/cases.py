@@ -161,12 +161,11 @@ class OpCase:
     keep: list = field(default_factory=list, repr=False)  # tensors the closures use
 
 
-def mri_op_cases(B: int, C: int, H: int, W: int, device, size: str,
-                 ops=("forward", "adjoint", "fidelity", "dc")) -> list[OpCase]:
-    p = mri_problem(B, C, H, W, device)
+def mri_op_calls(p: dict) -> dict:
+    """Each MRI op on problem ``p`` (:func:`mri_problem`) as ``name -> (custom op, reference)``
+    zero-argument calls: ``torch.ops.fastsd.mri_<name>`` runs whichever backend is selected."""
     x, y, mask, smaps = p["x"], p["y"], p["mask"], p["smaps"]
-    params = dict(B=B, C=C, H=H, W=W, x_dtype="float32", coil_maps=smaps is not None)
-    fused = {
+    return {
         "forward": (lambda: _ops.mri_forward(x, mask, smaps), lambda: ref_mri.mri_forward(x, mask, smaps)),
         "adjoint": (lambda: _ops.mri_adjoint(y, mask, smaps), lambda: ref_mri.mri_adjoint(y, mask, smaps)),
         "normal": (lambda: _ops.mri_normal(x, mask, smaps), lambda: ref_mri.mri_normal(x, mask, smaps)),
@@ -174,9 +173,17 @@ def mri_op_cases(B: int, C: int, H: int, W: int, device, size: str,
         "dc": (lambda: _ops.mri_dc(x, y, mask, smaps, float("inf")),
                lambda: ref_mri.mri_dc(x, y, mask, smaps, float("inf"))),
     }
+
+
+def mri_op_cases(B: int, C: int, H: int, W: int, device, size: str,
+                 ops=("forward", "adjoint", "fidelity", "dc")) -> list[OpCase]:
+    p = mri_problem(B, C, H, W, device)
+    x, y, mask, smaps = p["x"], p["y"], p["mask"], p["smaps"]
+    params = dict(B=B, C=C, H=H, W=W, x_dtype="float32", coil_maps=smaps is not None)
+    calls = mri_op_calls(p)
     out = []
     for name in ops:
-        f, r = fused[name]
+        f, r = calls[name]
         nbytes = mri_bytes(name, B, C, H, W, smaps is not None)
         out.append(OpCase(f"mri_{name}", size, params, f, r, keep=[x, y, mask, smaps], **nbytes))
     return out

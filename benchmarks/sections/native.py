@@ -4,16 +4,12 @@ fidelity and DC, 15 coils, 320², one slice and a GPU-filling batch. CUDA only; 
 extension the native rows are absent and its targets unmeasured."""
 from __future__ import annotations
 
-import math
 import statistics
 
 import torch
 
 from benchmarks import cases
 from fastsd import _backend, _native
-from fastsd.ops.coils import birdcage_maps
-from fastsd.ops.masks import equispaced_mask
-from fastsd.reference import mri as R
 from fastsd.testing import rel_err
 
 OPS = ("forward", "adjoint", "normal", "fidelity", "dc")
@@ -23,7 +19,8 @@ SPEEDUP_TARGET = 1.5
 
 METHOD = ("Each op through torch.ops.fastsd.<op> (no validation, no host syncs) under fastsd._backend.use_backend("
           "'reference' | 'triton' | 'native'), after one warm-up call (cuFFT plans, NVRTC callbacks, Triton "
-          "compilation). Inputs: random images, 4x equispaced mask with 20 ACS lines, 15 birdcage maps, y = A x. "
+          "compilation). Inputs: benchmarks.cases.mri_problem (random images, 4x equispaced mask with 20 ACS lines, "
+          "15 birdcage maps, y = A x). "
           "bytes_moved = compulsory traffic (inputs once, outputs once) + one read and one write of the spectra per "
           "FFT; frac_copy_bw against the copy section. rel_err = against the reference's output.")
 COLUMNS = [("name", "name"), ("median ms", "ms"), ("GB/s", "gb_per_s"), ("of copy BW", "pct:frac_copy_bw"),
@@ -31,28 +28,10 @@ COLUMNS = [("name", "name"), ("median ms", "ms"), ("GB/s", "gb_per_s"), ("of cop
            ("vs ref", "speedup_vs_reference")]
 
 
-def problem(B: int, C: int, H: int, W: int, device, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    mask = equispaced_mask((H, W), 4, acs_lines=20).to(device)
-    smaps = birdcage_maps(C, (H, W)).to(torch.complex64).to(device)
-    x = torch.randn(B, 2, H, W, generator=g).to(device)
-    return dict(x=x, y=R.mri_forward(x, mask, smaps), mask=mask, smaps=smaps)
-
-
 def traffic(op: str, B: int, C: int, H: int, W: int) -> int:
-    n = H * W
-    img, spec, maps, mask = B * 2 * n * 4, B * C * n * 8, C * n * 8, n * 4
-    io = {"forward": img + maps + mask + spec, "adjoint": spec + mask + maps + img,
-          "normal": img + maps + mask + img, "fidelity": img + spec + maps + mask + img + B * 4,
-          "dc": img + spec + maps + mask + img}[op]
-    return io + FFTS[op] * 2 * spec
-
-
-def call(op: str, p: dict):
-    ops, x, y, mask, smaps = torch.ops.fastsd, p["x"], p["y"], p["mask"], p["smaps"]
-    return {"forward": lambda: ops.mri_forward(x, mask, smaps), "adjoint": lambda: ops.mri_adjoint(y, mask, smaps),
-            "normal": lambda: ops.mri_normal(x, mask, smaps), "fidelity": lambda: ops.mri_fidelity(x, y, mask, smaps),
-            "dc": lambda: ops.mri_dc(x, y, mask, smaps, math.inf)}[op]
+    """Compulsory traffic (:func:`benchmarks.cases.mri_bytes`' ``io_bytes``) plus one read and one
+    write of the spectra per FFT: what a callback implementation cannot avoid."""
+    return cases.mri_bytes(op, B, C, H, W, coil_maps=True)["io_bytes"] + FFTS[op] * 2 * (B * C * H * W * 8)
 
 
 def _flat(out) -> torch.Tensor:
@@ -71,15 +50,15 @@ def run(b) -> None:
     reps, warm = b.cfg["op_reps"]
     C, H, W = 15, 320, 320
     for size, B in b.cfg["native_sizes"]:
-        p = problem(B, C, H, W, b.device)
+        calls = cases.mri_op_calls(cases.mri_problem(B, C, H, W, b.device))
         for op in OPS:
-            with torch.no_grad(), _backend.use_backend("reference"):
-                want = _flat(call(op, p)())
+            fn, reference = calls[op]
+            with torch.no_grad():
+                want = _flat(reference())
             timed = {}
             for backend in backends:
-                def body(backend=backend, op=op, p=p, want=want, B=B, timed=timed):
+                def body(backend=backend, op=op, fn=fn, want=want, B=B, timed=timed):
                     with torch.no_grad(), _backend.use_backend(backend):
-                        fn = call(op, p)
                         err = rel_err(_flat(fn()), want)
                         times = b.time(fn, reps, warm)
                     med = statistics.median(times)
@@ -98,7 +77,7 @@ def run(b) -> None:
                 if r:
                     timed[backend] = r["median_s"]
             del want
-        del p
+        del calls
         b.free()
 
 
