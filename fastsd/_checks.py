@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_tensor", "check_finite", "check_same_device", "check_shape", "check_problem"]
+__all__ = ["FLOAT_DTYPES", "check_tensor", "check_finite", "check_same_device", "check_shape", "check_problem"]
+
+# The real floating dtypes that operators, fused ops and solvers accept.
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_tensor(

@@ -15,12 +15,10 @@ from __future__ import annotations
 import torch
 
 from fastsd._backend import implementation
-from fastsd._checks import check_same_device, check_tensor
+from fastsd._checks import FLOAT_DTYPES, check_same_device, check_tensor
 from fastsd.reference import batchnorm as _ref
 
 __all__ = ["bn_relu"]
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @torch.library.custom_op("fastsd::bn_relu", mutates_args=())
@@ -79,12 +77,12 @@ def bn_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
 
     Differentiable in ``x``, ``weight`` and ``bias`` (one fused backward op).
     """
-    check_tensor("x", x, dtypes=_DTYPES)
+    check_tensor("x", x, dtypes=FLOAT_DTYPES)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, C, ...), got {tuple(x.shape)}")
     C = x.shape[1]
     for name, t in (("weight", weight), ("bias", bias)):
-        check_tensor(name, t, dtypes=_DTYPES)
+        check_tensor(name, t, dtypes=FLOAT_DTYPES)
         if t.shape != (C,):
             raise ValueError(f"{name} must have shape ({C},) for x with {C} channels, got {tuple(t.shape)}")
     check_same_device(x=x, weight=weight, bias=bias)

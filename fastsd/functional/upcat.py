@@ -15,12 +15,10 @@ from __future__ import annotations
 import torch
 
 from fastsd._backend import implementation
-from fastsd._checks import check_same_device, check_tensor
+from fastsd._checks import FLOAT_DTYPES, check_same_device, check_tensor
 from fastsd.reference import upcat as _ref
 
 __all__ = ["upsample_concat"]
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @torch.library.custom_op("fastsd::upcat", mutates_args=())
@@ -73,8 +71,8 @@ def upsample_concat(skip: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
     Returns (N, Cs + Ch, H, W) in ``skip``'s memory format, differentiable in ``skip`` and ``h``.
     """
-    check_tensor("skip", skip, ndim=4, dtypes=_DTYPES)
-    check_tensor("h", h, ndim=4, dtypes=_DTYPES)
+    check_tensor("skip", skip, ndim=4, dtypes=FLOAT_DTYPES)
+    check_tensor("h", h, ndim=4, dtypes=FLOAT_DTYPES)
     check_same_device(skip=skip, h=h)
     if h.shape[0] != skip.shape[0]:
         raise ValueError(f"skip and h must have the same batch size, got {skip.shape[0]} and {h.shape[0]}")

@@ -50,7 +50,7 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
         f"importing it failed with {type(_e).__name__}: {_e}"
     ) from _e
 
-from fastsd._checks import check_finite
+from fastsd._checks import FLOAT_DTYPES, check_finite
 from fastsd._utils import per_problem
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
@@ -488,7 +488,7 @@ class Inpainting(_ImageOp, _dinv.physics.Inpainting):
     """
 
     _PARAMS = ("mask",)
-    _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    _DTYPES = FLOAT_DTYPES
 
     def _build(self, size):
         if not isinstance(self.mask, torch.Tensor) or self.mask.is_complex():

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from fastsd._checks import check_finite, check_tensor
+from fastsd._checks import FLOAT_DTYPES, check_finite, check_tensor
 from fastsd.functional.fidelity import masked_fidelity, residual_loss
 from fastsd.ops.base import CheckedOperator, DiagonalOperator, as_gamma
 from fastsd.ops.image_masks import box_mask, random_pixel_mask
@@ -39,7 +39,6 @@ __all__ = [
     "bicubic_kernel",
 ]
 
-REAL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 FFT_DTYPES = (torch.float32, torch.float64)
 
 
@@ -55,7 +54,7 @@ def _img_size(img_size) -> tuple[int, int]:
     return img_size
 
 
-def _check_image(op, name: str, t: torch.Tensor, size, device, dtypes=REAL_DTYPES) -> torch.Tensor:
+def _check_image(op, name: str, t: torch.Tensor, size, device, dtypes=FLOAT_DTYPES) -> torch.Tensor:
     check_tensor(name, t, ndim=4, dtypes=dtypes, device=device)
     if tuple(t.shape[-2:]) != tuple(size):
         raise ValueError(f"{name} has shape {tuple(t.shape)}; expected (B, C, {size[0]}, {size[1]}) "
@@ -141,7 +140,7 @@ class Denoise(DiagonalOperator):
     """The identity (denoising: y = x + noise). Accepts real tensors of any shape (B, ...)."""
 
     def _check(self, name, t):
-        check_tensor(name, t, dtypes=REAL_DTYPES)
+        check_tensor(name, t, dtypes=FLOAT_DTYPES)
         if t.ndim < 1:
             raise ValueError(f"{name} must have a batch dimension, got a scalar")
         return t

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from fastsd._checks import check_finite, check_problem
+from fastsd._checks import FLOAT_DTYPES, check_finite, check_problem
 from fastsd.graphs.step_graph import StepGraph
 from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import ve_sigma
@@ -31,7 +31,6 @@ __all__ = [
     "run_steps",
 ]
 
-REAL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +62,7 @@ class Problem:
         self.complex = x_like.is_complex()
         real = x_like.real.dtype if self.complex else x_like.dtype
         self.dtype = dtype if dtype is not None else (real if real in (torch.float32, torch.float64) else torch.float32)
-        if self.dtype not in REAL_DTYPES:
+        if self.dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be a real floating dtype, got {self.dtype}")
         self.op, self.y = op, y
         self.batch = x_like.shape[0]
