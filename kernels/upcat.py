@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsd.kernels.utils import BLOCK, block_coords, is_big
+from fastsd.kernels.utils import BLOCK, block_coords, is_big, output
 from fastsd.reference.batchnorm import accumulate_dtype
 from fastsd.reference.upcat import memory_format
 
@@ -158,16 +158,6 @@ def _check_size(height: int, width: int) -> None:
         raise ValueError(f"upcat kernels take h up to {MAX_SIZE} per side, got {height}x{width}")
 
 
-def _output(out, shape, like: torch.Tensor, fmt: torch.memory_format, name: str) -> torch.Tensor:
-    """``out`` checked (any strides), or a new tensor of ``like``'s dtype in ``fmt``."""
-    if out is None:
-        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
-    if tuple(out.shape) != tuple(shape) or out.dtype != like.dtype or out.device != like.device:
-        raise ValueError(f"{name} must be a {like.dtype} tensor of shape {tuple(shape)} on {like.device}, "
-                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
-    return out
-
-
 def upcat_forward(skip: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None,
                   block: int = BLOCK) -> torch.Tensor:
     """(N, Cs + Ch, H, W): ``skip`` (N, Cs, H, W) then ``h`` (N, Ch, h, w) upsampled ×2 and
@@ -175,7 +165,7 @@ def upcat_forward(skip: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None 
     N, Cs, H, W = skip.shape
     Ch, Hh, Wh = h.shape[1:]
     _check_size(Hh, Wh)
-    out = _output(out, (N, Cs + Ch, H, W), skip, memory_format(skip), "out")
+    out = output(out, (N, Cs + Ch, H, W), skip.dtype, skip.device, memory_format(skip))
     n_per = (Cs + Ch) * H * W
     if out.numel() == 0:
         return out
@@ -195,7 +185,7 @@ def upcat_backward(dout: torch.Tensor, skip_channels: int, height: int, width: i
     N, C, H, W = dout.shape
     Ch = C - skip_channels
     _check_size(height, width)
-    out = _output(out, (N, Ch, height, width), dout, memory_format(dout), "out")
+    out = output(out, (N, Ch, height, width), dout.dtype, dout.device, memory_format(dout))
     n_per = Ch * height * width
     if out.numel() == 0:
         return out

@@ -102,14 +102,18 @@ def batch_layout(shape, *tensors: torch.Tensor | None) -> Layout:
     return Layout(out_t, sizes, out_s)
 
 
-def output(out: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
-    """``out`` checked to be a contiguous ``dtype`` tensor of ``shape``, or a new one on ``device``."""
-    shape = tuple(shape)
+def output(out: torch.Tensor | None, shape, dtype: torch.dtype, device,
+           memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """``out`` checked to be a ``dtype`` tensor of ``shape`` on ``device``, or a new one. Without
+    ``memory_format`` the kernel needs ``out`` contiguous; with it the kernel reads ``out``'s
+    strides, so any layout is accepted and a new tensor takes that format."""
+    shape, strided = tuple(shape), memory_format is not None
     if out is None:
-        return torch.empty(shape, dtype=dtype, device=device)
-    if tuple(out.shape) != shape or out.dtype != dtype or not out.is_contiguous():
+        return torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format or torch.contiguous_format)
+    if (tuple(out.shape) != shape or out.dtype != dtype or out.device != torch.device(device)
+            or not (strided or out.is_contiguous())):
         name = str(dtype).removeprefix("torch.")
-        raise ValueError(f"out must be a contiguous {name} tensor of shape {shape}")
+        raise ValueError(f"out must be a {'' if strided else 'contiguous '}{name} tensor of shape {shape} on {device}")
     return out
 
 
