@@ -243,6 +243,7 @@ class SelfDiffusion:
         dev = torch.device(self.device) if self.device is not None else y.device
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
+        graphed = graph_enabled(self.use_graph, dev)  # use_graph=True off CUDA fails before any work
         op = op.to(dev)  # nn.Module.to moves the operator's buffers in place
         y = op.check_measurement(y.to(dev))
         dtype = self.dtype
@@ -276,7 +277,6 @@ class SelfDiffusion:
                 scale = num / den.clamp_min(torch.finfo(dtype).tiny)
             y = y * per_problem(scale, y).to(y.dtype)
 
-        graphed = graph_enabled(self.use_graph, dev)
         # Capturable Adam on every CUDA run, so the eager and the graphed path do the same arithmetic.
         opt = graph_safe_adam(bnet.parameters(), float(cfg["lr"]), dev)
         sigmas = sdi_sigmas(T, cfg["beta_start"], cfg["beta_end"], cfg["schedule_factor"], device=dev, dtype=dtype)
