@@ -51,12 +51,16 @@ SELECTIONS = {
 
 
 def _start(file: str, substitute: bool, out_dir: str):
-    report = Path(out_dir) / f"{file}-{'fastsd' if substitute else 'native'}.json"
+    # Each run in its own cwd: the two runs overlap, and deepinv's tests write and delete files in theirs
+    # (test_physics_state_dict removes ./cache_test_physics, which failed the other run's torch.load).
+    run_dir = Path(out_dir) / ("fastsd" if substitute else "native")
+    run_dir.mkdir(exist_ok=True)
+    report = run_dir / f"{file}.json"
     env = dict(os.environ, FASTSD_DEEPINV_SUBSTITUTE="1" if substitute else "0", FASTSD_DEEPINV_REPORT=str(report))
     env.setdefault("OMP_NUM_THREADS", "1")  # the two runs share the cores
     cmd = [sys.executable, "-m", "pytest", str(TESTS / file), "-k", SELECTIONS[file][0], "-q", "-p", "no:cacheprovider",
            "-p", "fastsd.interop.deepinv_substitute", "--rootdir", str(TESTS), "-W", "ignore", "-o", "addopts="]
-    proc = subprocess.Popen(cmd, cwd=out_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, report
 
 
