@@ -7,7 +7,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["per_problem", "dc_weight", "capturing", "pad_to"]
+__all__ = ["per_problem", "dc_weight", "capturing", "pad_to", "accumulate_dtype"]
+
+
+def accumulate_dtype(x: torch.Tensor) -> torch.dtype:
+    """Dtype of the fused ops' arithmetic, statistics and losses: float64 for float64 ``x``, else
+    float32 (so bf16/fp16 inputs accumulate in float32)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def per_problem(v, like: torch.Tensor):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastsd._utils import accumulate_dtype
 from fastsd.solvers.edm import EDMPrecond, sigma_tensor
 from fastsd.solvers.layout import from_net, to_net
 
@@ -85,7 +86,7 @@ class GaussianPriorDenoiser(nn.Module):
         B = x.shape[0]
         if x[0].numel() != self.n:
             raise ValueError(f"x has {x[0].numel()} elements per problem; the prior has {self.n}")
-        dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dt = accumulate_dtype(x)
         s2 = _sigma_column(sigma, B, dt, x.device) ** 2
         mu = self.mean.to(x.device, dt)
         r = x.reshape(B, -1).to(dt) - mu

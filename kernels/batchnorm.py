@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastsd._utils import accumulate_dtype
+
 __all__ = ["bn_relu_forward", "bn_relu_backward"]
 
 
@@ -203,17 +205,13 @@ def _settings(x: torch.Tensor) -> dict:
                 BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4)
 
 
-def _acc(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def bn_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
     """``(y, mean, rstd)``: ``y = relu(weight (x − mean) rstd + bias)`` with per-channel batch
     statistics of ``x`` (N, C, ...); ``y`` has ``x``'s dtype and memory format."""
     xr, sx = _rows(x)
     y = torch.empty_like(xr)
     _, sy = _rows(y)
-    acc = _acc(x)
+    acc = accumulate_dtype(x)
     C = x.shape[1]
     mean = torch.empty(C, dtype=acc, device=x.device)
     rstd = torch.empty(C, dtype=acc, device=x.device)
@@ -237,7 +235,7 @@ def bn_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
     dyr, sd = _rows(dy)
     dx = torch.empty_like(xr)
     _, so = _rows(dx)
-    acc = _acc(x)
+    acc = accumulate_dtype(x)
     C = x.shape[1]
     if x.numel() == 0:
         return dx, torch.zeros_like(weight), torch.zeros_like(bias)

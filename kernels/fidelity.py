@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastsd._utils import accumulate_dtype
 from fastsd.kernels.utils import BLOCK, batch_layout, block_coords, has, is_big, is_flat, output, strided_offsets
-from fastsd.reference.fidelity import accumulate_dtype
 
 __all__ = ["masked_fidelity", "BLOCK"]
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from fastsd._utils import accumulate_dtype
+
 __all__ = ["bn_relu_forward", "bn_relu_backward", "accumulate_dtype"]
-
-
-def accumulate_dtype(x: torch.Tensor) -> torch.dtype:
-    """Dtype of the statistics and arithmetic: float64 for float64 ``x``, else float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

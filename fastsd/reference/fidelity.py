@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from fastsd._utils import accumulate_dtype
+
 __all__ = ["masked_fidelity", "accumulate_dtype"]
-
-
-def accumulate_dtype(x: torch.Tensor) -> torch.dtype:
-    """Dtype of the arithmetic and of the loss: float64 for float64 ``x``, else float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def masked_fidelity(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None, out=None):

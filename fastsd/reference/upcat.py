@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastsd._utils import pad_to
-from fastsd.reference.batchnorm import accumulate_dtype
+from fastsd._utils import accumulate_dtype, pad_to
 
 __all__ = ["upcat_forward", "upcat_backward", "memory_format"]
 
