@@ -76,8 +76,7 @@ def _volume_input(a: np.ndarray, shape) -> torch.Tensor:
 
 def _kspace_problem(k: torch.Tensor, args):
     """(y, op, truth or None) from measured k-space (C, D, H, W)."""
-    from fastsd.data3d import calibration_maps, default_calib
-    from fastsd.ops.masks import gaussian_mask_2d, poisson_disc_mask_2d
+    from fastsd.data3d import calib_side, calibration_maps, phase_encoding_mask
     from fastsd.ops.mri import MRI3D
     from fastsd.reference.mri import ifftnc
 
@@ -90,10 +89,9 @@ def _kspace_problem(k: torch.Tensor, args):
         raise _UsageError("the k-space sampling varies along the readout (dimension D); "
                           "--task mri3d needs whole readout lines")
     full = float(sampled.mean()) > 0.95
-    calib = default_calib(H, W) if args.calib is None else min(args.calib, H, W)
+    calib = calib_side(H, W, args.calib)
     if full:
-        make = poisson_disc_mask_2d if args.mask == "poisson" else gaussian_mask_2d
-        mask = make((H, W), args.acceleration, seed=args.seed, calib=(calib, calib))
+        mask = phase_encoding_mask(H, W, args.acceleration, calib, args.mask, args.seed)
     else:
         mask = sampled
     smaps = None if C == 1 else calibration_maps(k, mask, calib)

@@ -30,7 +30,7 @@ from fastsd.ops.mri import MRI3D, low_resolution_maps
 
 __all__ = [
     "PAPER_SHAPE", "mni_t1_path", "mri_volume", "fit_volume", "simulate_acquisition", "load_nifti",
-    "save_nifti", "load_kspace3d", "calibration_maps", "default_calib",
+    "save_nifti", "load_kspace3d", "calibration_maps", "default_calib", "calib_side", "phase_encoding_mask",
 ]
 
 PAPER_SHAPE = (160, 160, 128)
@@ -142,9 +142,7 @@ def simulate_acquisition(x: torch.Tensor, coils: int = 12, acceleration: float =
     if mask not in ("poisson", "gaussian"):
         raise ValueError(f"mask must be 'poisson' or 'gaussian', got {mask!r}")
     D, H, W = x.shape[-3:]
-    calib = default_calib(H, W) if calib is None else min(int(calib), H, W)
-    make = poisson_disc_mask_2d if mask == "poisson" else gaussian_mask_2d
-    m = make((H, W), acceleration, seed=seed, calib=(calib, calib))
+    m = phase_encoding_mask(H, W, acceleration, calib_side(H, W, calib), mask, seed)
     maps = None
     if coils > 1:
         maps = birdcage_maps(coils, (D, H, W), per_ring=per_ring or max(1, -(-coils // 2)))
@@ -156,6 +154,19 @@ def simulate_acquisition(x: torch.Tensor, coils: int = 12, acceleration: float =
 def default_calib(H: int, W: int) -> int:
     """Side of the calibration box: 24 for a 160x128 phase-encoding plane, scaled with min(H, W)."""
     return max(2, round(min(H, W) * 24 / 128))
+
+
+def calib_side(H: int, W: int, calib: int | None = None) -> int:
+    """Side of the calibration box used: ``calib`` clipped to the (H, W) plane, or :func:`default_calib`."""
+    return default_calib(H, W) if calib is None else min(int(calib), H, W)
+
+
+def phase_encoding_mask(H: int, W: int, acceleration: float, calib: int, mask: str = "poisson",
+                        seed: int = 0) -> torch.Tensor:
+    """The (H, W) sampling mask of the phase-encoding plane: ``mask`` 'poisson' (disc) or
+    'gaussian' (variable density) at ``acceleration`` with a fully sampled ``calib`` x ``calib`` box."""
+    make = poisson_disc_mask_2d if mask == "poisson" else gaussian_mask_2d
+    return make((H, W), acceleration, seed=seed, calib=(calib, calib))
 
 
 def load_kspace3d(path) -> torch.Tensor:
