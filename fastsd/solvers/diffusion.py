@@ -59,8 +59,7 @@ class Problem:
         if x_like.ndim > 4:
             raise ValueError(f"images must be (B, n), (B, C, n) or (B, C, H, W); op.adjoint(y) has shape {tuple(x_like.shape)}")
         self.layout = NetLayout(x_like)
-        self.complex = x_like.is_complex()
-        real = x_like.real.dtype if self.complex else x_like.dtype
+        real = x_like.real.dtype if x_like.is_complex() else x_like.dtype
         self.dtype = dtype if dtype is not None else (real if real in (torch.float32, torch.float64) else torch.float32)
         if self.dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be a real floating dtype, got {self.dtype}")

@@ -42,7 +42,6 @@ class NetLayout:
             raise ValueError(f"images must be (B, n), (B, C, n), (B, C, H, W) or (B, C, D, H, W); "
                              f"got shape {tuple(like.shape)}")
         self.image_shape, self.image_dtype = tuple(like.shape[1:]), like.dtype
-        self.is_complex = like.is_complex()
         self.net_shape = tuple(to_net(like).shape)
         self.spatial_dims = len(self.net_shape) - 2
 
