@@ -77,8 +77,7 @@ def _volume_input(a: np.ndarray, shape) -> torch.Tensor:
 def _kspace_problem(k: torch.Tensor, args):
     """(y, op, truth or None) from measured k-space (C, D, H, W)."""
     from fastsd.data3d import calib_side, calibration_maps, phase_encoding_mask
-    from fastsd.ops.mri import MRI3D
-    from fastsd.reference.mri import ifftnc
+    from fastsd.ops.mri import MRI3D, coil_combined
 
     C, D, H, W = k.shape
     if args.size:
@@ -96,11 +95,7 @@ def _kspace_problem(k: torch.Tensor, args):
         mask = sampled
     smaps = None if C == 1 else calibration_maps(k, mask, calib)
     op = MRI3D(mask, smaps)
-    truth = None
-    if full:
-        imgs = ifftnc(k, 3)
-        z = imgs[0] if smaps is None else (smaps.conj() * imgs).sum(0)
-        truth = torch.stack([z.real, z.imag])[None]
+    truth = coil_combined(k, smaps) if full else None
     y = (mask * k)[None]
     scale = float(op.adjoint(y).norm(dim=1).max())
     return y / scale, op, None if truth is None else truth / scale

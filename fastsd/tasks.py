@@ -108,16 +108,11 @@ def kspace_problem(kspace: torch.Tensor, mask: torch.Tensor, acs: int):
     retrospectively with ``mask``: coil maps from the ``acs`` centre columns
     (:func:`fastsd.ops.mri.estimate_coil_maps`; none for one coil), and the truth the coil
     combination of the fully sampled coil images."""
-    from fastsd.ops.mri import MRI, estimate_coil_maps
-    from fastsd.reference.mri import ifft2c
+    from fastsd.ops.mri import MRI, coil_combined, estimate_coil_maps
 
     C, H, W = kspace.shape
     smaps = None if C == 1 else estimate_coil_maps(kspace, min(acs, W))
-    op = MRI(mask, smaps)
-    coil_imgs = ifft2c(kspace)
-    truth_c = coil_imgs[0] if smaps is None else (smaps.conj() * coil_imgs).sum(0)
-    truth = torch.stack([truth_c.real, truth_c.imag])[None]
-    return mask * kspace[None], op, truth
+    return mask * kspace[None], MRI(mask, smaps), coil_combined(kspace, smaps)
 
 
 # -- image tasks --------------------------------------------------------------------------------

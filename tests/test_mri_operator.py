@@ -10,7 +10,7 @@ import fastsd.functional.mri as FM
 from fastsd.ops.base import LinearOperator, batch_dot
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import equispaced_mask
-from fastsd.ops.mri import MRI, estimate_coil_maps
+from fastsd.ops.mri import MRI, MRI3D, coil_combined, estimate_coil_maps
 from fastsd.reference import mri as R
 from fastsd.testing import TOLERANCE, centred_dft, complex_randn, rel_err
 
@@ -352,3 +352,17 @@ def test_estimate_coil_maps_bad_inputs():
     for acs in (0, 9):
         with pytest.raises(ValueError, match="acs"):
             estimate_coil_maps(k, acs)
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (3, 4, 7)])
+@pytest.mark.parametrize("coils", [1, 3])
+def test_coil_combined_is_the_adjoint_of_full_sampling(shape, coils):
+    """The coil-combined image of fully sampled k-space equals A^H of the operator with an all-ones
+    mask (odd and even sizes, 2-D and 3-D; one coil without maps)."""
+    gen = torch.Generator().manual_seed(3)
+    k = complex_randn(coils, *shape, gen=gen)
+    smaps = complex_randn(coils, *shape, gen=gen) if coils > 1 else None
+    op = (MRI if len(shape) == 2 else MRI3D)(torch.ones(shape), smaps)
+    got = coil_combined(k, smaps)
+    assert got.shape == (1, 2, *shape)
+    assert rel_err(got, op.adjoint(k[None])) < TOLERANCE[torch.float32]

@@ -15,11 +15,11 @@ from fastsd.ops.image import (
 from fastsd.ops.image_masks import box_mask, random_pixel_mask
 from fastsd.ops.masks import acceleration_of, equispaced_mask, gaussian_mask_2d, poisson_disc_mask_2d, random_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix, radar_steering_matrix
-from fastsd.ops.mri import MRI, MRI3D, estimate_coil_maps
+from fastsd.ops.mri import MRI, MRI3D, coil_combined, estimate_coil_maps
 
 __all__ = [
     "LinearOperator", "MRI", "MRI3D", "Inpainting", "Denoise", "Blur", "Downsample", "MatrixOp",
     "equispaced_mask", "random_mask", "gaussian_mask_2d", "poisson_disc_mask_2d", "acceleration_of",
-    "birdcage_maps", "estimate_coil_maps", "random_pixel_mask", "box_mask", "gaussian_kernel", "anisotropic_gaussian_kernel",
+    "birdcage_maps", "estimate_coil_maps", "coil_combined", "random_pixel_mask", "box_mask", "gaussian_kernel", "anisotropic_gaussian_kernel",
     "motion_kernel", "compressed_sensing_matrix", "radar_steering_matrix",
 ]

@@ -37,7 +37,7 @@ from fastsd.functional.mri import validate_mri_args
 from fastsd.ops.base import LinearOperator, conjugate_gradient
 from fastsd.reference.mri import ifftnc
 
-__all__ = ["MRI", "MRI3D", "estimate_coil_maps", "low_resolution_maps"]
+__all__ = ["MRI", "MRI3D", "estimate_coil_maps", "low_resolution_maps", "coil_combined"]
 
 _ops = torch.ops.fastsd
 
@@ -255,3 +255,12 @@ def estimate_coil_maps(kspace: torch.Tensor, acs: int) -> torch.Tensor:
     low = torch.zeros_like(kspace)
     low[..., c0 : c0 + acs] = kspace[..., c0 : c0 + acs] * win
     return low_resolution_maps(low, 2)
+
+
+def coil_combined(kspace: torch.Tensor, smaps: torch.Tensor | None) -> torch.Tensor:
+    """The image (1, 2, *S) of fully sampled centred k-space (C, *S): the coil images combined with
+    the maps ``Σ_c conj(S_c) ifftnc(k_c)``, or the one coil's image without maps (``smaps=None``);
+    the ground truth of a retrospectively undersampled acquisition."""
+    imgs = ifftnc(kspace, kspace.ndim - 1)
+    z = imgs[0] if smaps is None else (smaps.conj() * imgs).sum(0)
+    return torch.stack([z.real, z.imag])[None]
