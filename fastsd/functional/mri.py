@@ -31,7 +31,7 @@ from torch import Tensor
 
 from fastsd import _backend
 from fastsd._checks import check_finite, check_same_device, check_tensor
-from fastsd._utils import dc_weight
+from fastsd._utils import dc_weight, per_problem
 from fastsd.reference import mri as _ref
 
 __all__ = ["mri_forward", "mri_adjoint", "mri_normal", "mri_fidelity", "mri_dc", "validate_mri_args"]
@@ -141,7 +141,7 @@ def _fidelity_setup(ctx, inputs, output):
 
 def _fidelity_backward(ctx, g_loss, _g_grad):
     x, y, mask, smaps, grad = ctx.saved_tensors
-    g = g_loss.reshape((-1,) + (1,) * (x.ndim - 1))
+    g = per_problem(g_loss, x)
     gx = (g * grad).to(grad.dtype) if ctx.needs_input_grad[0] else None
     gy = None
     if ctx.needs_input_grad[1]:  # d/dy ||M(FSx - y)||^2 = -2 M (FSx - y)

@@ -5,6 +5,8 @@ from collections import deque
 
 import torch
 
+from fastsd._utils import per_problem
+
 __all__ = ["ESWMV"]
 
 
@@ -44,8 +46,7 @@ class ESWMV:
             self.since_best = torch.zeros_like(var)
             return False
         better = var < self.best_var
-        view = (-1,) + (1,) * (x.ndim - 1)
-        self.best = torch.where(better.view(view), x, self.best)
+        self.best = torch.where(per_problem(better, x), x, self.best)
         self.best_var = torch.where(better, var, self.best_var)
         self.best_iter = torch.where(better, torch.full_like(var, self.count - 1), self.best_iter)
         self.since_best = torch.where(better, torch.zeros_like(var), self.since_best + 1)

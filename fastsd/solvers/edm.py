@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastsd._utils import per_problem
+
 __all__ = ["EDMPrecond", "edm_coefficients", "sigma_tensor"]
 
 
@@ -35,5 +37,4 @@ class EDMPrecond(nn.Module):
         sigma = sigma_tensor(sigma, x.dtype, x.device)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
-        view = (-1,) + (1,) * (x.ndim - 1)
-        return c_skip.view(view) * x + c_out.view(view) * self.net(c_in.view(view) * x, c_noise)
+        return per_problem(c_skip, x) * x + per_problem(c_out, x) * self.net(per_problem(c_in, x) * x, c_noise)
