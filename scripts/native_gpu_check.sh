@@ -3,20 +3,21 @@
 # runs out: build the extension there (a .so built elsewhere is tied to that torch and Python),
 # a one-call smoke test of each op against the reference (prints cuFFT/NVRTC errors plainly), the
 # GPU tests of native vs reference vs Triton, then the side-by-side benchmark. Everything goes to
-# ${OUT:-gpu-out}: build.log, smoke.log, native_tests.log, bench.log and the benchmark's
-# results <date>-<gpu>.{json,md} (sections copy and native).
+# ${OUT:-gpu-out}: native_gpu.txt, native_install.log, build.log, smoke.log, native_tests.log,
+# native_bench.log and the benchmark's results <date>-<gpu>[-N].{json,md} (sections copy and native),
+# named apart from benchmarks/gpu_check.sh's files, so that scripts/gpu_session.sh keeps both.
 #   bash scripts/native_gpu_check.sh [test timeout s] [bench timeout s]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/native_gpu.txt"
 NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null) || { echo "no nvcc: cannot build fastsd._C"; exit 1; }
 export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")} PATH="$(dirname "$NVCC"):$PATH"
 ARCH=$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
-"$NVCC" --version | tail -2 | tee -a "$OUT/gpu.txt"  # its CUDA major should match torch.version.cuda
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { tail -5 "$OUT/install.log"; exit 1; }
+"$NVCC" --version | tail -2 | tee -a "$OUT/native_gpu.txt"  # its CUDA major should match torch.version.cuda
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/native_install.log" 2>&1 || { tail -5 "$OUT/native_install.log"; exit 1; }
 start=$(date +%s)
 FASTSD_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS=16 python3 setup.py build_ext --inplace >"$OUT/build.log" 2>&1
 echo "build rc=$? in $(( $(date +%s) - start )) s (arch $ARCH, CUDA_HOME $CUDA_HOME)"; grep -iE "error|warning: " "$OUT/build.log" | head -20
@@ -58,4 +59,4 @@ PY
 timeout "${1:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_native_mri.py tests/test_backend.py \
   2>&1 | tee "$OUT/native_tests.log" | tail -15
 timeout "${2:-300}" python3 -m benchmarks.run --only copy,native --budget-s "$(( ${2:-300} - 30 ))" --out "$OUT" 2>&1 \
-  | tee "$OUT/bench.log" | tail -40
+  | tee "$OUT/native_bench.log" | tail -40
