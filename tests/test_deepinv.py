@@ -472,6 +472,29 @@ def test_reconstructor_generic_physics():
         fi.SDIReconstructor(method="nope")
 
 
+
+def test_rss_adjoint_reaches_deepinvs_code_when_substituted():
+    """``MultiCoilMRI.A_adjoint(rss=True)`` is deepinv's code, also once fastsd's classes stand in
+    for deepinv's (:mod:`fastsd.interop.deepinv_substitute`, which renames deepinv.physics.MultiCoilMRI
+    to fastsd's class): it gives deepinv's coil images, without recursing into itself."""
+    code = (
+        "import torch, deepinv\n"
+        "from deepinv.physics import MultiCoilMRI as Native\n"
+        "from fastsd.interop import deepinv_substitute\n"
+        "deepinv_substitute.substitute()\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "mask, maps = (torch.rand(9, 8, generator=g) < 0.5).float(), torch.randn(3, 9, 8, dtype=torch.complex64, generator=g)\n"
+        "ours = deepinv.physics.MultiCoilMRI(mask=mask, coil_maps=maps, img_size=(2, 9, 8))\n"
+        "theirs = Native(mask=mask, coil_maps=maps, img_size=(2, 9, 8))\n"
+        "assert type(ours) is not Native\n"
+        "y = theirs.A(torch.randn(2, 2, 9, 8, generator=g))\n"
+        "assert torch.equal(ours.A_adjoint(y, rss=True), theirs.A_adjoint(y, rss=True))\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 # -- fastsd never needs deepinv -------------------------------------------------------------
 
 

@@ -464,7 +464,7 @@ class MultiCoilMRI(_MRILayout, _dinv.physics.MultiCoilMRI):
 
     def A_adjoint(self, y, mask=None, coil_maps=None, rss: bool = False, crop: bool = False, **kwargs):
         if rss:  # coil images, not a coil combination: deepinv's path
-            return _dinv.physics.MultiCoilMRI.A_adjoint(self, y, mask=mask, coil_maps=coil_maps, rss=True, crop=crop)
+            return self._parent("A_adjoint", y, mask=mask, coil_maps=coil_maps, rss=True, crop=crop)
         x = super().A_adjoint(y, mask=mask, coil_maps=coil_maps, **kwargs)
         return self.crop(x, crop=crop) if crop else x
 
