@@ -572,10 +572,7 @@ class _CircularDownsample(_FsDownsample):
         f = self.factor = int(factor)
         self.filter, self.img_size, self.low_size = "tensor", (H, W), (H // f, W // f)
         self.pinv_threshold = float(pinv_threshold)
-        full = torch.fft.fft2(h.double())
-        alias = full.abs().square().reshape(f, H // f, f, W // f).sum((0, 2)) / f**2
-        self.register_buffer("transfer", torch.view_as_real(full[:, : W // 2 + 1]).to(dtype))
-        self.register_buffer("alias", alias[:, : W // f // 2 + 1].to(dtype))
+        self._set_response(h, dtype)
 
 
 class Downsampling(_ImageOp, _dinv.physics.Downsampling):

@@ -322,8 +322,13 @@ class Downsample(CheckedOperator):
         else:
             w1, d1 = bicubic_kernel(f)
         # correlation taps g[d] (low-res i reads x[f i + d]) = convolution taps h[-d]
-        h = _placed(w1[:, None] * w1[None, :], (-d1, -d1), self.img_size)
-        full = torch.fft.fft2(h)
+        self._set_response(_placed(w1[:, None] * w1[None, :], (-d1, -d1), self.img_size), dtype)
+
+    def _set_response(self, h: torch.Tensor, dtype: torch.dtype) -> None:
+        """The ``transfer`` and ``alias`` buffers (in ``dtype``) of the circular filter whose impulse
+        response (the response at pixel (0, 0), wrapped) is ``h`` (H, W), computed in float64."""
+        f, (H, W) = self.factor, h.shape
+        full = torch.fft.fft2(h.double())
         alias = full.abs().square().reshape(f, H // f, f, W // f).sum((0, 2)) / f**2
         self.register_buffer("transfer", torch.view_as_real(full[:, : W // 2 + 1]).to(dtype))
         self.register_buffer("alias", alias[:, : W // f // 2 + 1].to(dtype))
