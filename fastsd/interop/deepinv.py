@@ -635,11 +635,6 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
         op = _CircularDownsample(h, f, self.pinv_threshold, kernel.dtype)
         return op.to(kernel.device), None
 
-    def _check_call(self, op, t, kind):
-        op._check(kind, t)
-        if t.device != op.transfer.device:
-            raise ValueError(f"input on {t.device}, operator on {op.transfer.device}")
-
 # -- fastsd solvers on deepinv problems -----------------------------------------------------
 
 
