@@ -52,12 +52,13 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
 
 from fastsd._checks import FLOAT_DTYPES, check_finite
 from fastsd._utils import per_problem
+from fastsd.functional.mri import IMAGE_DTYPES
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
+from fastsd.ops.image import FFT_DTYPES, bicubic_kernel
 from fastsd.ops.image import Blur as _FsBlur
 from fastsd.ops.image import Downsample as _FsDownsample
 from fastsd.ops.image import Inpainting as _FsInpainting
-from fastsd.ops.image import bicubic_kernel
 from fastsd.ops.mri import MRI as _FsMRI
 from fastsd.ops.mri import MRI3D as _FsMRI3D
 
@@ -73,7 +74,6 @@ __all__ = [
     "deepinv_downsampling_filter",
 ]
 
-_MRI_IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _log = logging.getLogger(__name__)
 
 
@@ -169,7 +169,7 @@ class _Fused:
 
     _PARAMS: tuple[str, ...] = ()  # deepinv parameters (per-call kwargs) the fused op is built from
     _CONFIG: tuple[str, ...] = ()  # other attributes it depends on
-    _DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)  # inputs the fused op takes
+    _DTYPES: tuple[torch.dtype, ...] = FFT_DTYPES  # inputs the fused op takes
     fastsd_path = "fastsd"
     fallback_reason = None
 
@@ -379,7 +379,7 @@ class _MRILayout(_Fused):
 
     _PARAMS = ("mask",)
     _CONFIG = ("three_d",)
-    _DTYPES = _MRI_IMAGE_DTYPES
+    _DTYPES = IMAGE_DTYPES
     _multicoil = False
     _native_batched_gamma = False
 
@@ -406,7 +406,7 @@ class _MRILayout(_Fused):
             raise ValueError(f"k-space on {t.device}, operator on {op.mask.device}")
 
     def _x_in(self, x):
-        return x if x.dtype in _MRI_IMAGE_DTYPES else x.to(torch.float32)
+        return x if x.dtype in IMAGE_DTYPES else x.to(torch.float32)
 
     def _x_out(self, x, dtype):
         return x.to(dtype)
@@ -505,7 +505,7 @@ def _one_kernel(filt: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     """deepinv filter (1, c, h, w) with one kernel for all channels -> (h, w), or (None, reason)."""
     if not isinstance(filt, torch.Tensor) or filt.ndim != 4 or filt.shape[0] != 1:
         return None, f"filter of shape {tuple(getattr(filt, 'shape', ()))}: fused for one (1, c, h, w) filter"
-    if filt.dtype not in (torch.float32, torch.float64):
+    if filt.dtype not in FFT_DTYPES:
         return None, f"filter of dtype {filt.dtype}"
     f = filt.detach()
     if not all(torch.equal(f[0, 0], f[0, c]) for c in range(1, f.shape[1])):
