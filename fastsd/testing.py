@@ -19,12 +19,19 @@ TOLERANCE = {
 }
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖out − ref‖ / ‖ref‖ in float64 (complex-safe); NaN anywhere in ``out`` gives NaN."""
-    out, ref = out.detach().cpu(), ref.detach().cpu()
+def rel_err(out, ref) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64 (complex-safe); NaN anywhere in ``out`` gives NaN. Tuples of
+    tensors (an op's several outputs, e.g. loss and gradient) count as one vector of all their entries."""
+    out, ref = _joined(out).detach().cpu(), _joined(ref).detach().cpu()
     out = out.to(torch.complex128 if out.is_complex() else torch.float64)
     ref = ref.to(torch.complex128 if ref.is_complex() else torch.float64)
     return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-300))
+
+
+def _joined(t) -> torch.Tensor:
+    if isinstance(t, tuple):
+        return torch.cat([v.detach().cpu().reshape(-1).to(torch.complex128) for v in t])
+    return t
 
 
 def poisoned_like(t: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from fastsd._utils import dc_weight, per_problem
+from fastsd._utils import accumulate_dtype, dc_weight, per_problem
+from fastsd.testing import rel_err
 
 
 def test_per_problem_broadcasts_over_the_batch():
@@ -21,3 +22,18 @@ def test_dc_weight():
         k0, y = 2.0, -1.0
         assert math.isclose((1 - dc_weight(lam)) * k0 + dc_weight(lam) * y, (k0 + lam * y) / (1 + lam))
     assert dc_weight(math.inf) == 1.0 and dc_weight(0) == 0.0
+
+
+def test_accumulate_dtype():
+    assert accumulate_dtype(torch.zeros(1, dtype=torch.float64)) == torch.float64
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert accumulate_dtype(torch.zeros(1, dtype=dtype)) == torch.float32
+
+
+def test_rel_err_of_several_outputs_is_that_of_all_their_entries():
+    """An op's (loss, grad) pair compares as one vector; a NaN in any part gives NaN."""
+    loss, grad = torch.tensor([3.0, 4.0]), torch.zeros(2, 2, dtype=torch.complex64)
+    got = (loss + torch.tensor([0.0, 1.0]), grad + 2j)
+    expected = math.sqrt(1.0 + 4 * 4.0) / 5.0  # ‖(0, 1, 2i, 2i, 2i, 2i)‖ / ‖(3, 4, 0, 0, 0, 0)‖
+    assert math.isclose(rel_err(got, (loss, grad)), expected, rel_tol=1e-12)
+    assert math.isnan(rel_err((loss, torch.full_like(grad, float("nan"))), (loss, grad)))
