@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 
 import torch
 
@@ -51,6 +52,29 @@ def target_entry(value, threshold: float, rule: str) -> dict:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device) -> None:
+    """Wait for ``device``'s queued work (CUDA; a no-op elsewhere), so host timers measure it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def find_result(results: list[dict], name: str) -> dict | None:
+    """The timed record called ``name`` (not a skip or an error), or None."""
+    return next((r for r in results if r["name"] == name and "median_s" in r), None)
+
+
+def seed_summary(runs: list[dict], keys) -> dict:
+    """The seeds of ``runs`` and, for each of ``keys`` that the runs report, its mean, min and max
+    over them (``<key>_mean``, ``<key>_min``, ``<key>_max``)."""
+    out = dict(seeds=[r["seed"] for r in runs])
+    for key in keys:
+        vals = [r[key] for r in runs if key in r]
+        if vals:
+            out.update({f"{key}_mean": statistics.mean(vals), f"{key}_min": min(vals), f"{key}_max": max(vals)})
+    return out
 
 
 def make_net(kind: str, seed: int = 0) -> UNet:

@@ -105,11 +105,6 @@ def config(device: torch.device, quick: bool) -> dict:
 # timing and bookkeeping
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -139,10 +134,10 @@ class Bench:
         """Per-call seconds of about ``reps`` calls of ``fn`` after ``warmup`` calls; fewer for slow calls."""
         for _ in range(warmup):
             fn()
-        sync(self.device)
+        cases.sync(self.device)
         t = time.perf_counter()
         fn()
-        sync(self.device)
+        cases.sync(self.device)
         one = max(time.perf_counter() - t, 1e-9)
         reps = int(max(3, min(reps, self.cfg["max_item_s"] / one)))
         if self.device.type == "cuda":
@@ -193,7 +188,7 @@ class Bench:
                 pass
 
     def find(self, name: str) -> dict | None:
-        return next((r for r in self.results if r["name"] == name and "median_s" in r), None)
+        return cases.find_result(self.results, name)
 
     def item(self, section: str, name: str, params: dict, body) -> dict | None:
         """Run ``body() -> (times, derived)`` unless over budget; record result or error."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cases import make_net, mri_case, target_entry
+from benchmarks.cases import find_result, make_net, mri_case, seed_summary, sync, target_entry
 from benchmarks.sections.levers import LEVERS
 from fastsd.metrics import magnitude, psnr
 from fastsd.reference import mri as ref_mri
@@ -34,8 +34,6 @@ from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi import SelfDiffusion, total_variation
 
 REPO = Path(__file__).resolve().parents[2]
-# SelfDiffusion's defaults on CUDA, as lever options.
-DEFAULT_ON_CUDA = dict(precision="fp32", fused_norm=False, cudnn_benchmark=False)
 # The two anchor problems (image size, coils in the name).
 CASES = ("mri-320x320-16coil", "mri-256x256-1coil")
 
@@ -62,16 +60,11 @@ def solution_psnr(x: torch.Tensor, x_true: torch.Tensor) -> list[float]:
     return out
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def official_solve(case: dict, seed: int, T: int = 40, K: int = 50, lr: float = 1e-3) -> dict:
     """The official-style eager loop on ``case`` (one slice); wall time includes every set-up step."""
     dev = case["y"].device
     mask, smaps, y = case["op"].mask, case["op"].smaps, case["y"]
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     net = make_net("unet-paper", seed=seed).to(dev)
@@ -101,7 +94,7 @@ def official_solve(case: dict, seed: int, T: int = 40, K: int = 50, lr: float = 
             sigma_t.item()
         x_hat = x_star.detach()
     x = x_hat / scale
-    _sync(dev)
+    sync(dev)
     wall = time.perf_counter() - t0
     return dict(impl="official", seed=seed, wall_s=wall, it_per_s=T * K / wall, psnr=solution_psnr(x, case["x"])[0],
                 final_loss=losses[-1])
@@ -111,22 +104,16 @@ def fastsd_solve(case: dict, seed: int, path: str, options: dict, T: int = 40, K
     """:class:`SelfDiffusion` (preset 'mri') with ``options`` on ``case``; ``path`` names it."""
     dev = case["y"].device
     solver = SelfDiffusion(preset="mri", T=T, K=K, seed=seed, **options)
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     res = solver.solve(case["y"], case["op"])
-    _sync(dev)
+    sync(dev)
     wall = time.perf_counter() - t0
     per_slice = solution_psnr(res.x, case["x"])
     return dict(impl=path, seed=seed, wall_s=wall, it_per_s=res.info["it_per_s"], setup_s=res.info["setup_s"],
                 psnr=sum(per_slice) / len(per_slice), psnr_slices=per_slice, batch=res.info["batch"],
                 options={k: res.info[k] for k in ("precision", "fused_norm", "cudnn_benchmark", "cuda_graph",
                                                   "shared_net")})
-
-
-def _summary(runs: list[dict]) -> dict:
-    walls, ps = [r["wall_s"] for r in runs], [r["psnr"] for r in runs]
-    return dict(seeds=[r["seed"] for r in runs], wall_s_mean=statistics.mean(walls), wall_s_min=min(walls),
-                wall_s_max=max(walls), psnr_mean=statistics.mean(ps), psnr_min=min(ps), psnr_max=max(ps))
 
 
 def _official_side_by_side(b, jobs: list[tuple[str, int]], T: int, K: int) -> dict:
@@ -164,9 +151,8 @@ def run(b) -> None:
     dev, cfg = b.device, b.cfg
     T, K = cfg["anchor_TK"]
     paths = {"fastsd-default": {}}
-    best = getattr(b, "best_lever", None)
-    if best is not None and LEVERS[best] != DEFAULT_ON_CUDA:
-        paths["fastsd-fastest"] = LEVERS[best]
+    if b.best_lever not in (None, "fp32"):  # lever 'fp32' is SelfDiffusion's default on CUDA
+        paths["fastsd-fastest"] = LEVERS[b.best_lever]
     runs: dict[tuple[str, str], list[dict]] = {}
     cases = {name: mri_case(name, dev) for name in cfg["anchor_cases"]}
 
@@ -208,7 +194,7 @@ def run(b) -> None:
                                                               dict(best_opts, shared_net=True), T, K), timing="alone"))
         b.free()
     for (name, impl), rs in runs.items():
-        summ = _summary(rs)
+        summ = seed_summary(rs, ("wall_s", "psnr"))
         solo = [r["wall_s"] for r in rs if r.get("timing") == "alone"]
         summ["wall_s_alone_mean"] = statistics.mean(solo) if solo else None
         b.add("anchor", f"anchor/{name}/{impl}", dict(case=name, impl=impl, T=T, K=K, summary=True), solo or [0.0],
@@ -218,7 +204,7 @@ def run(b) -> None:
 def targets(results: list[dict]) -> dict:
     """The issue's full-solve targets from the 'anchor' records."""
     def find(name):
-        return next((r for r in results if r["name"] == name and "median_s" in r), None)
+        return find_result(results, name)
 
     out = {}
     for case in CASES:

@@ -6,11 +6,11 @@ zero-filled volume, 3-D SDI (preset 'mri3d') and slice-by-slice 2-D SDI (preset 
 ``fastsd demo --3d --seed s`` (its mask and its solver seed); quality per seed and over seeds."""
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 
+from benchmarks.cases import seed_summary, sync
 from fastsd.data3d import mri_volume, simulate_acquisition
 from fastsd.metrics import magnitude, psnr, ssim
 from fastsd.ops.mri import MRI3D
@@ -51,28 +51,18 @@ def _timed(method: str, y, op, seed: int, cfg: dict) -> dict:
     """One reconstruction: wall time, peak memory on CUDA, solver info."""
     dev = y.device
     T, K = cfg["volume3d_TK"]
+    sync(dev)
     if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     x, info = reconstruct(method, y, op, seed, T, K, cfg["volume3d_lr"], cfg["volume3d_small"])
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    sync(dev)
     out = dict(x=x, wall_s=time.perf_counter() - t0)
     if dev.type == "cuda":
         out["max_memory_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
     if info is not None:
         out.update({k: info[k] for k in ("iterations", "it_per_s", "setup_s", "batch", "params_per_problem",
                                          "cuda_graph")})
-    return out
-
-
-def _summary(runs: list[dict]) -> dict:
-    out = dict(seeds=[r["seed"] for r in runs])
-    for key in ("wall_s", "psnr", "ssim", "max_memory_gb"):
-        vals = [r[key] for r in runs if key in r]
-        if vals:
-            out.update({f"{key}_mean": statistics.mean(vals), f"{key}_min": min(vals), f"{key}_max": max(vals)})
     return out
 
 
@@ -106,4 +96,4 @@ def run(b) -> None:
     for method, rs in runs.items():
         if rs:
             b.add("volume3d", f"volume3d/{case}/{method}", dict(case=case, method=method, T=T, K=K, summary=True),
-                  [r["wall_s"] for r in rs], **_summary(rs))
+                  [r["wall_s"] for r in rs], **seed_summary(rs, ("wall_s", "psnr", "ssim", "max_memory_gb")))
