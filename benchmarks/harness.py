@@ -130,6 +130,12 @@ class Bench:
         return self.left() <= 0
 
     # -- timing ----------------------------------------------------------------------------------
+    def bandwidth(self, nbytes: int, times: list[float]) -> dict:
+        """``gb_per_s`` of moving ``nbytes`` in the median of ``times``, and ``frac_copy_bw``, its
+        fraction of the copy bandwidth, once the 'copy' section has measured that."""
+        gbps = nbytes / statistics.median(times) / 1e9
+        return dict(gb_per_s=gbps, **({"frac_copy_bw": gbps / self.copy_gbps} if self.copy_gbps else {}))
+
     def time(self, fn, reps: int, warmup: int) -> list[float]:
         """Per-call seconds of about ``reps`` calls of ``fn`` after ``warmup`` calls; fewer for slow calls."""
         for _ in range(warmup):

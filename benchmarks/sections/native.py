@@ -49,27 +49,24 @@ def run(b) -> None:
         calls = cases.mri_op_calls(cases.mri_problem(B, C, H, W, b.device))
         for op in OPS:
             fn, reference = calls[op]
+            nbytes = traffic(op, B, C, H, W)
             with torch.no_grad():
                 want = reference()
             timed = {}
             for backend in backends:
-                def body(backend=backend, op=op, fn=fn, want=want, B=B, timed=timed):
+                def body(backend=backend, fn=fn, want=want, nbytes=nbytes, timed=timed):
                     with torch.no_grad(), _backend.use_backend(backend):
                         err = rel_err(fn(), want)
                         times = b.time(fn, reps, warm)
                     med = statistics.median(times)
-                    gbps = traffic(op, B, C, H, W) / med / 1e9
-                    d = dict(gb_per_s=gbps, rel_err_vs_reference=err)
-                    if b.copy_gbps:
-                        d["frac_copy_bw"] = gbps / b.copy_gbps
+                    d = dict(b.bandwidth(nbytes, times), rel_err_vs_reference=err)
                     for other in ("triton", "reference"):
                         if other in timed and other != backend:
                             d[f"speedup_vs_{other}"] = timed[other] / med
                     return times, d
 
                 r = b.item("native", f"native/mri_{op}/{size}/{backend}",
-                           dict(op=f"mri_{op}", backend=backend, B=B, C=C, H=H, W=W, bytes_moved=traffic(op, B, C, H, W)),
-                           body)
+                           dict(op=f"mri_{op}", backend=backend, B=B, C=C, H=H, W=W, bytes_moved=nbytes), body)
                 if r:
                     timed[backend] = r["median_s"]
             del want

@@ -30,11 +30,7 @@ def _time_case(b, c: cases.OpCase) -> None:
     params = dict(c.params, bytes_moved=c.bytes_moved, io_bytes=c.io_bytes)
 
     def derived(times):
-        gbps = c.bytes_moved / statistics.median(times) / 1e9
-        d = dict(gb_per_s=gbps, io_gb_per_s=c.io_bytes / statistics.median(times) / 1e9)
-        if b.copy_gbps:
-            d["frac_copy_bw"] = gbps / b.copy_gbps
-        return d
+        return dict(b.bandwidth(c.bytes_moved, times), io_gb_per_s=c.io_bytes / statistics.median(times) / 1e9)
 
     ref = None
     if c.reference is not None:
