@@ -37,6 +37,7 @@ from fastsd.reference import fidelity as ref_fidelity  # noqa: E402
 from fastsd.reference import mri as ref_mri  # noqa: E402
 from fastsd.reference import noise as ref_noise  # noqa: E402
 from fastsd.solvers.sdi import total_variation  # noqa: E402
+from fastsd.tasks import simulate_mri  # noqa: E402
 
 _ops = torch.ops.fastsd
 
@@ -157,11 +158,10 @@ def mri_case(name: str, device, batch: int = 1) -> dict:
     x = mri_slice(size, phase="smooth")
     if batch > 1:
         x = torch.cat([torch.roll(x, (2 * b, -b), dims=(-2, -1)) * (1.0 - 0.02 * b) for b in range(batch)])
-    op = MRI(equispaced_mask((size, size), 4, acs_lines=min(20, size // 8)), birdcage_maps(coils, (size, size)) if coils > 1 else None)
-    op = op.to(device)
     x = x.to(device)
+    mask = equispaced_mask((size, size), 4, acs_lines=min(20, size // 8)).to(device)
     with torch.no_grad():
-        y = op(x)
+        y, op = simulate_mri(x, mask, coils)  # the CLI's simulated acquisition
     return dict(name=name, x=x, op=op, y=y, size=size, coils=coils)
 
 
