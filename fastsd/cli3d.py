@@ -180,7 +180,10 @@ def _solve(args, mode: str, y, op, truth, dev):
 
 
 def _magnitude(x: torch.Tensor) -> np.ndarray:
-    return x[0].detach().float().norm(dim=0).cpu().numpy()
+    """The first volume's magnitude (D, H, W), for metrics, NIfTI files and figures."""
+    from fastsd.metrics import magnitude
+
+    return magnitude(x.detach().float())[0].cpu().numpy()
 
 
 def _run(args) -> int:
