@@ -50,7 +50,7 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
         f"importing it failed with {type(_e).__name__}: {_e}"
     ) from _e
 
-from fastsd._checks import FLOAT_DTYPES, check_finite
+from fastsd._checks import check_finite, check_tensor
 from fastsd._utils import per_problem
 from fastsd.functional.mri import IMAGE_DTYPES
 from fastsd.ops.base import LinearOperator
@@ -169,7 +169,6 @@ class _Fused:
 
     _PARAMS: tuple[str, ...] = ()  # deepinv parameters (per-call kwargs) the fused op is built from
     _CONFIG: tuple[str, ...] = ()  # other attributes it depends on
-    _DTYPES: tuple[torch.dtype, ...] = FFT_DTYPES  # inputs the fused op takes
     fastsd_path = "fastsd"
     fallback_reason = None
 
@@ -182,7 +181,8 @@ class _Fused:
         return None  # the op depends on the image size only where a subclass says so
 
     def _check_call(self, op, t: torch.Tensor, kind: str) -> None:
-        """Raise ValueError when the op cannot take ``t`` (an image ``'x'`` or measurement ``'y'``)."""
+        """Raise ValueError when the op cannot take ``t`` (an image ``'x'`` or measurement ``'y'``):
+        its type, dtype, shape or device; the op's own checks where it has them."""
         raise NotImplementedError
 
     def _x_in(self, x):
@@ -222,10 +222,6 @@ class _Fused:
             if grads:
                 reason = f"{', '.join(grads)} requires grad (deepinv's differentiable path)"
         for t, kind in inputs if reason is None else ():
-            if not isinstance(t, torch.Tensor) or t.dtype not in self._DTYPES:
-                reason = f"{'image' if kind == 'x' else 'measurement'} of type/dtype " \
-                         f"{getattr(t, 'dtype', type(t).__name__)} (fused for {', '.join(map(str, self._DTYPES))})"
-                break
             try:
                 self._check_call(op, t, kind)
             except ValueError as e:
@@ -379,7 +375,6 @@ class _MRILayout(_Fused):
 
     _PARAMS = ("mask",)
     _CONFIG = ("three_d",)
-    _DTYPES = IMAGE_DTYPES
     _multicoil = False
     _native_batched_gamma = False
 
@@ -390,6 +385,7 @@ class _MRILayout(_Fused):
         if kind == "x":
             op.check_input(t)
             return
+        check_tensor("k-space", t, dtypes=IMAGE_DTYPES)
         nd = op.spatial_dims
         want = nd + 2 + self._multicoil
         if t.ndim != want or t.shape[1] != 2:
@@ -488,7 +484,6 @@ class Inpainting(_ImageOp, _dinv.physics.Inpainting):
     """
 
     _PARAMS = ("mask",)
-    _DTYPES = FLOAT_DTYPES
 
     def _build(self, size):
         if not isinstance(self.mask, torch.Tensor) or self.mask.is_complex():
