@@ -486,11 +486,9 @@ class Inpainting(_ImageOp, _dinv.physics.Inpainting):
     _PARAMS = ("mask",)
 
     def _build(self, size):
-        if not isinstance(self.mask, torch.Tensor) or self.mask.is_complex():
+        if not isinstance(self.mask, torch.Tensor):
             return None, f"mask of type {type(self.mask).__name__}"
-        if self.mask.ndim > 4:
-            return None, f"mask of shape {tuple(self.mask.shape)}: fastsd's Inpainting takes up to 4 dimensions"
-        try:
+        try:  # fastsd's Inpainting rejects complex masks and masks of more than 4 dimensions
             return _FsInpainting(self.mask.detach()), None
         except ValueError as e:
             return None, str(e)
