@@ -473,6 +473,13 @@ def test_reconstructor_generic_physics():
 
 
 
+def _run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (for changes to global state such as imports); it must succeed."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_rss_adjoint_reaches_deepinvs_code_when_substituted():
     """``MultiCoilMRI.A_adjoint(rss=True)`` is deepinv's code, also once fastsd's classes stand in
     for deepinv's (:mod:`fastsd.interop.deepinv_substitute`, which renames deepinv.physics.MultiCoilMRI
@@ -490,9 +497,7 @@ def test_rss_adjoint_reaches_deepinvs_code_when_substituted():
         "y = theirs.A(torch.randn(2, 2, 9, 8, generator=g))\n"
         "assert torch.equal(ours.A_adjoint(y, rss=True), theirs.A_adjoint(y, rss=True))\n"
     )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _run_python(code)
 
 
 # -- fastsd never needs deepinv -------------------------------------------------------------
@@ -510,9 +515,7 @@ def test_fastsd_imports_without_deepinv():
         "else:\n"
         "    raise SystemExit('imported without deepinv')\n"
     )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _run_python(code)
 
 
 # -- a deepinv evaluation loop --------------------------------------------------------------
