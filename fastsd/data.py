@@ -5,7 +5,8 @@
   2-channel layout ``(1, 2, H, W)`` with magnitude in [0, 1].
 * :func:`natural_image` — scikit-image's bundled images (camera, astronaut, coffee, chelsea, ...).
 * :func:`load_image` (.npy / .png, values mapped to [0, 1]), :func:`load_mri_image` (complex or
-  real, largest magnitude 1), :func:`load_fastmri` (fastMRI .h5 via h5py).
+  real, largest magnitude 1), :func:`load_fastmri` (one slice of a fastMRI .h5 via h5py),
+  :func:`load_fastmri_slices` (every slice or a range, with the file's mask and header).
 
 Readers raise ``ValueError`` with the path and the problem for missing or malformed files.
 """
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mri_slice", "natural_image", "load_image", "load_mri_image", "load_fastmri", "resize", "NATURAL_IMAGES",
-           "ImageRangeWarning"]
+__all__ = ["mri_slice", "natural_image", "load_image", "load_mri_image", "load_fastmri", "load_fastmri_slices", "resize",
+           "NATURAL_IMAGES", "ImageRangeWarning"]
 
 NATURAL_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "moon", "page", "text", "coins", "rocket", "horse")
 
@@ -233,6 +234,30 @@ def load_fastmri(path, slice_index: int | None = None) -> dict:
     Returns ``{'kspace': complex64 (C, H, W), 'rss': float32 (h, w) or None, 'slice': int,
     'n_slices': int}``; single-coil files give ``C = 1``. ``slice_index`` defaults to the middle.
     """
+    scan = load_fastmri_slices(path, "middle" if slice_index is None else int(slice_index))
+    rss = scan["rss"]
+    return {"kspace": scan["kspace"][0], "rss": None if rss is None else rss[0], "slice": scan["slices"][0],
+            "n_slices": scan["n_slices"]}
+
+
+def _fastmri_read(path: Path, f, name: str, sel) -> np.ndarray:
+    try:
+        return np.asarray(f[name][sel])
+    except (OSError, RuntimeError) as e:  # a chunk past the end of a truncated file
+        raise ValueError(f"{path}: could not read {name!r} (truncated or damaged file: {' '.join(str(e).split())})") \
+            from None
+
+
+def load_fastmri_slices(path, slices: int | slice | str | None = None) -> dict:
+    """Slices of a fastMRI .h5 file (every slice by default; an index, a ``slice`` range, or
+    ``'middle'``), read and checked before any work.
+
+    Returns ``{'kspace': complex64 (S, C, H, W) tensor, 'rss': float32 (S, h, w) tensor or None,
+    'mask': float32 (W,) tensor of the sampled columns or None (a fully sampled file; fastMRI's
+    test and challenge files carry a ``mask``), 'header': the ``ismrmrd_header`` XML or None,
+    'slices': the file's slice indices, 'n_slices': the file's slice count}``. Single-coil files
+    give ``C = 1``.
+    """
     path = _check_file(path, (".h5", ".hdf5"))
     try:
         import h5py
@@ -249,16 +274,39 @@ def load_fastmri(path, slice_index: int | None = None) -> dict:
         if ks.ndim not in (3, 4):
             raise ValueError(f"{path}: kspace must be (slices, H, W) or (slices, coils, H, W), got {ks.shape}")
         n = ks.shape[0]
-        idx = n // 2 if slice_index is None else int(slice_index)
-        if not 0 <= idx < n:
-            raise ValueError(f"{path}: slice {idx} out of range (file has {n} slices)")
-        k = np.asarray(ks[idx])
-        rss = np.asarray(f["reconstruction_rss"][idx], dtype=np.float32) if "reconstruction_rss" in f else None
+        if n == 0:
+            raise ValueError(f"{path}: kspace holds no slices")
+        if slices == "middle":
+            slices = n // 2
+        if isinstance(slices, (int, np.integer)):
+            if not 0 <= slices < n:
+                raise ValueError(f"{path}: slice {slices} out of range (file has {n} slices)")
+            slices = slice(int(slices), int(slices) + 1)
+        idx = list(range(n))[slices if slices is not None else slice(None)]
+        if not idx:
+            raise ValueError(f"{path}: the slice range {slices.start}:{slices.stop} selects none of the file's "
+                             f"{n} slices")
+        sel = slice(idx[0], idx[-1] + 1, 1) if len(idx) < 2 else slice(idx[0], idx[-1] + 1, idx[1] - idx[0])
+        k = _fastmri_read(path, f, "kspace", sel)
+        rss = mask = None
+        if "reconstruction_rss" in f:
+            if f["reconstruction_rss"].ndim != 3 or f["reconstruction_rss"].shape[0] != n:
+                raise ValueError(f"{path}: reconstruction_rss of shape {f['reconstruction_rss'].shape} does not "
+                                 f"match the {n} slices of kspace")
+            rss = _fastmri_read(path, f, "reconstruction_rss", sel).astype(np.float32)
+        if "mask" in f:
+            mask = _fastmri_read(path, f, "mask", slice(None)).astype(np.float32).reshape(-1)
+            if mask.size != ks.shape[-1] or not np.isin(mask, (0, 1)).all():
+                raise ValueError(f"{path}: mask must hold one 0/1 entry per k-space column ({ks.shape[-1]}), "
+                                 f"got {mask.size} values")
+        header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
     if not np.iscomplexobj(k):
         raise ValueError(f"{path}: kspace must be complex, got {k.dtype}")
-    if k.ndim == 2:
-        k = k[None]
+    if k.ndim == 3:
+        k = k[:, None]
     k = torch.from_numpy(k.astype(np.complex64))
     if not torch.isfinite(torch.view_as_real(k)).all():
         raise ValueError(f"{path}: kspace contains non-finite values")
-    return {"kspace": k, "rss": None if rss is None else torch.from_numpy(rss), "slice": idx, "n_slices": n}
+    return {"kspace": k, "rss": None if rss is None else torch.from_numpy(rss),
+            "mask": None if mask is None else torch.from_numpy(mask),
+            "header": header.decode() if isinstance(header, bytes) else header, "slices": idx, "n_slices": n}

@@ -343,6 +343,24 @@ def test_estimate_coil_maps_recovers_birdcage_maps_up_to_phase():
     assert errs[0] > errs[1] > errs[2] and errs[1] < 0.15
 
 
+def test_estimate_coil_maps_from_acs_columns_off_the_default_start():
+    """ACS columns at ``start``: the same maps as from k-space rolled so that they sit at fastMRI's
+    default start, up to the per-pixel phase of that roll (one phase shared by the coils)."""
+    g = torch.Generator().manual_seed(1)
+    C, H, W, acs = 4, 20, 33, 7
+    k = R.fft2c(birdcage_maps(C, (H, W)) * (1 + complex_randn(1, H, W, gen=g).abs()))
+    default = (W - acs + 1) // 2
+    assert torch.equal(estimate_coil_maps(k, acs, default), estimate_coil_maps(k, acs))
+    for start in (default - 3, default + 2):
+        est = estimate_coil_maps(k, acs, start)
+        ref = estimate_coil_maps(torch.roll(k, default - start, dims=-1), acs)
+        assert torch.allclose(est.abs(), ref.abs(), atol=1e-5)
+        assert torch.allclose((est * ref.conj()).sum(0).abs(), torch.ones(H, W), atol=1e-4)
+        assert rel_err(est, ref) > 0.1  # the phases differ: the test sees which columns were used
+    with pytest.raises(ValueError, match="outside the 33 k-space columns"):
+        estimate_coil_maps(k, acs, W - 3)
+
+
 def test_estimate_coil_maps_bad_inputs():
     k = torch.zeros(2, 8, 8, dtype=torch.complex64)
     with pytest.raises(ValueError, match="complex"):

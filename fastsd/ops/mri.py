@@ -239,18 +239,21 @@ def low_resolution_maps(low: torch.Tensor, nd: int) -> torch.Tensor:
     return img / rss.clamp_min(1e-6 * float(rss.max()))
 
 
-def estimate_coil_maps(kspace: torch.Tensor, acs: int) -> torch.Tensor:
+def estimate_coil_maps(kspace: torch.Tensor, acs: int, start: int | None = None) -> torch.Tensor:
     """Coil maps (C,H,W) complex from multi-coil centred k-space (C,H,W) whose ``acs`` centre
     columns (the ACS lines of a 1-D Cartesian mask) are fully sampled: those columns under a Hann
     window give smooth low-resolution coil images, divided by their RSS (:func:`low_resolution_maps`).
     The maps equal the true ones up to one phase per pixel (that of the image) where coil
-    sensitivities are smooth on the scale of ``W / acs`` pixels."""
+    sensitivities are smooth on the scale of ``W / acs`` pixels. The ACS columns start at
+    ``start``, by default where fastMRI's masks put them, ``(W - acs + 1) // 2``."""
     if kspace.ndim != 3 or not kspace.is_complex():
         raise ValueError(f"kspace must be complex (C, H, W), got {kspace.dtype} of shape {tuple(kspace.shape)}")
     W = kspace.shape[-1]
     if not 1 <= acs <= W:
         raise ValueError(f"acs must be between 1 and the {W} k-space columns, got {acs}")
-    c0 = (W - acs + 1) // 2
+    c0 = (W - acs + 1) // 2 if start is None else int(start)
+    if not 0 <= c0 <= W - acs:
+        raise ValueError(f"ACS columns {c0}:{c0 + acs} lie outside the {W} k-space columns")
     win = torch.hann_window(acs + 2, periodic=False, dtype=torch.float32, device=kspace.device)[1:-1]
     low = torch.zeros_like(kspace)
     low[..., c0 : c0 + acs] = kspace[..., c0 : c0 + acs] * win
