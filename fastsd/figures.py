@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["pyplot", "display_range", "to_rgb", "save_png", "error_map", "panel_title", "summary_figure",
-           "curve_figure", "volume_slices_figure"]
+           "curve_figure", "volume_slices_figure", "montage"]
 
 
 def pyplot():
@@ -137,3 +137,16 @@ def volume_slices_figure(path: Path, rows: list[tuple[str, np.ndarray]], truth: 
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def montage(path: Path, images: np.ndarray, lo: float, hi: float, gap: int = 2) -> None:
+    """The images (N, H, W) of a stack (slices of a scan) tiled row by row on a near-square grid,
+    one grey scale ``[lo, hi]``, as one PNG."""
+    n, H, W = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * (H + gap) - gap, cols * (W + gap) - gap), lo, dtype=np.float64)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = img
+    save_png(path, grid, lo, hi)

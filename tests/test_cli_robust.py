@@ -329,7 +329,9 @@ def test_sigint_subprocess_one_line_exit_130(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     # a shell's background job (e.g. a CI runner) may have SIGINT ignored, which children inherit and
     # which stops Python from installing its handler: the child gets the default back
-    proc = subprocess.Popen([sys.executable, "-m", "fastsd.cli", "reconstruct", str(src), "--task", "inpaint",
+    # the progress lines without tqdm (installed or not: sigpy of the scanner extra pulls it in)
+    no_tqdm = "import sys; sys.modules['tqdm'] = None; from fastsd.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", no_tqdm, "reconstruct", str(src), "--task", "inpaint",
                              "--T", "100", "--K", "40", "--small", "--device", "cpu", "--out", str(tmp_path / "o")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

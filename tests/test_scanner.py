@@ -9,7 +9,6 @@ import torch
 
 from fastsd.data import mri_slice
 from fastsd.ops.coils import birdcage_maps
-from fastsd.reference.mri import fft2c
 from fastsd.scanner import (
     acs_lines,
     coil_maps,
@@ -23,46 +22,17 @@ from fastsd.scanner import (
     save_volume_nifti,
     write_cfl,
 )
-from fastsd.scanner.coilmaps import load_maps
+from fastsd.scanner.coilmaps import coil_support, load_maps
 
 h5py = pytest.importorskip("h5py")
-
-
-def _scan_kspace(S=3, C=4, H=32, W=24, seed=0) -> torch.Tensor:
-    """Fully sampled multi-coil k-space (S, C, H, W) of real slices with birdcage maps; slices differ."""
-    x = mri_slice((H, W), phase="smooth")
-    img = torch.complex(x[0, 0], x[0, 1])
-    maps = birdcage_maps(C, (H, W))
-    g = torch.Generator().manual_seed(seed)
-    return torch.stack([fft2c(maps * img * (1 + 0.1 * s) * torch.exp(1j * torch.rand((), generator=g)))
-                        for s in range(S)]).to(torch.complex64)
-
-
-def _line_mask(H, W, step, acs) -> torch.Tensor:
-    """(H, W) mask: every ``step``-th column from 1 plus ``acs`` columns centred on W // 2."""
-    cols = torch.zeros(W)
-    cols[1::step] = 1
-    cols[W // 2 - acs // 2:W // 2 - acs // 2 + acs] = 1
-    return cols.expand(H, W).contiguous()
-
+from scanfiles import line_mask, mrd_header, scan_kspace, write_fastmri, write_mrd  # noqa: E402
 
 # -- fastMRI -------------------------------------------------------------------------------------
 
 
-def _fastmri(path, k, mask=None, header=None, rss=True):
-    with h5py.File(path, "w") as f:
-        f["kspace"] = k.numpy()
-        if rss:
-            f["reconstruction_rss"] = k.abs().numpy().sum(1).astype(np.float32)
-        if mask is not None:
-            f["mask"] = mask
-        if header is not None:
-            f["ismrmrd_header"] = header
-
-
 def test_fastmri_whole_file_every_slice_and_a_range(tmp_path):
-    k = _scan_kspace(S=5)
-    _fastmri(tmp_path / "f.h5", k)
+    k = scan_kspace(S=5)
+    write_fastmri(tmp_path / "f.h5", k)
     scan = load_scan(tmp_path / "f.h5")
     assert scan.format == "fastmri" and scan.slices == [0, 1, 2, 3, 4] and scan.mask is None
     assert torch.equal(scan.kspace, k) and scan.rss.shape == (5, 32, 24)
@@ -73,9 +43,9 @@ def test_fastmri_whole_file_every_slice_and_a_range(tmp_path):
 
 def test_fastmri_mask_and_header_voxel_size(tmp_path):
     pytest.importorskip("ismrmrd")
-    k = _scan_kspace(S=2, W=24)
-    cols = _line_mask(32, 24, 3, 6)[0].numpy()
-    _fastmri(tmp_path / "f.h5", k * torch.from_numpy(cols), mask=cols.astype(bool), header=_header_xml(2, 4, 32, 24))
+    k = scan_kspace(S=2, W=24)
+    cols = line_mask(32, 24, 3, 6)[0].numpy()
+    write_fastmri(tmp_path / "f.h5", k * torch.from_numpy(cols), mask=cols.astype(bool), header=mrd_header(2, 4, 32, 24))
     scan = load_scan(tmp_path / "f.h5")
     assert scan.mask.shape == (32, 24) and torch.equal(scan.mask[5], torch.from_numpy(cols))
     assert scan.voxel_size == pytest.approx((220 / 32, 180 / 24, 5.0))
@@ -91,63 +61,15 @@ def test_parse_slices():
 # -- ISMRMRD ---------------------------------------------------------------------------------------
 
 
-def _header_xml(S, C, X, Y, trajectory="cartesian", Z=1, channels=None):
-    from ismrmrd import xsd
-
-    space = xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=X, y=Y, z=Z),
-                                  fieldOfView_mm=xsd.fieldOfViewMm(x=220.0, y=180.0, z=5.0))
-    limits = xsd.encodingLimitsType(kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=Y - 1, center=Y // 2),
-                                    slice=xsd.limitType(minimum=0, maximum=S - 1, center=0))
-    enc = xsd.encodingType(encodedSpace=space, reconSpace=space, encodingLimits=limits,
-                           trajectory=xsd.trajectoryType(trajectory))
-    header = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63500000), encoding=[enc],
-        acquisitionSystemInformation=xsd.acquisitionSystemInformationType(receiverChannels=channels or C))
-    return xsd.ToXML(header)
-
-
-def _write_mrd(path, k, lines, trajectory="cartesian", stop_after=None, coils_of=None, noise=True, channels=None,
-               reverse_odd=False):
-    """An ISMRMRD file of k-space (S, C, X, Y) with the phase-encoding ``lines`` sampled, one
-    acquisition per line (slice-major), a noise scan first; ``stop_after`` acquisitions only (a
-    truncated scan); ``coils_of(i)`` overrides the coil count of acquisition i."""
-    import ismrmrd
-
-    S, C, X, Y = k.shape
-    ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    ds.write_xml_header(_header_xml(S, C, X, Y, trajectory, channels=channels))
-    if noise:
-        acq = ismrmrd.Acquisition.from_array(np.ones((C, X), np.complex64))
-        acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        ds.append_acquisition(acq)
-    n = 0
-    for s in range(S):
-        for y in np.flatnonzero(lines):
-            if stop_after is not None and n >= stop_after:
-                break
-            c = coils_of(n) if coils_of else C
-            d = k[s, :c, :, y].numpy()
-            rev = reverse_odd and y % 2
-            acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(d[:, ::-1] if rev else d))
-            acq.idx.kspace_encode_step_1 = int(y)
-            acq.idx.slice = s
-            acq.center_sample = X // 2
-            if rev:
-                acq.set_flag(ismrmrd.ACQ_IS_REVERSE)
-            ds.append_acquisition(acq)
-            n += 1
-    ds.close()
-
-
 @pytest.fixture
 def ismrmrd():
     return pytest.importorskip("ismrmrd")
 
 
 def test_mrd_sorted_into_slices_coils_kx_ky_with_mask_and_acs(tmp_path, ismrmrd):
-    k = _scan_kspace(S=3, C=4, H=32, W=24)
-    lines = _line_mask(32, 24, 4, 8)[0].bool().numpy()
-    _write_mrd(tmp_path / "raw.h5", k, lines, reverse_odd=True)
+    k = scan_kspace(S=3, C=4, H=32, W=24)
+    lines = line_mask(32, 24, 4, 8)[0].bool().numpy()
+    write_mrd(tmp_path / "raw.h5", k, lines, reverse_odd=True)
     scan = load_scan(tmp_path / "raw.h5")
     assert scan.format == "mrd" and scan.kspace.shape == (3, 4, 32, 24) and scan.slices == [0, 1, 2]
     assert torch.equal(scan.mask, torch.from_numpy(np.broadcast_to(lines, (32, 24)).astype(np.float32)))
@@ -158,8 +80,8 @@ def test_mrd_sorted_into_slices_coils_kx_ky_with_mask_and_acs(tmp_path, ismrmrd)
 
 
 def test_mrd_fully_sampled_has_no_mask(tmp_path, ismrmrd):
-    k = _scan_kspace(S=2, C=2, H=16, W=12)
-    _write_mrd(tmp_path / "full.h5", k, np.ones(12, bool))
+    k = scan_kspace(S=2, C=2, H=16, W=12)
+    write_mrd(tmp_path / "full.h5", k, np.ones(12, bool))
     scan = load_scan(tmp_path / "full.h5")
     assert scan.mask is None and torch.allclose(scan.kspace, k)
 
@@ -173,14 +95,14 @@ def test_mrd_fully_sampled_has_no_mask(tmp_path, ismrmrd):
     ("header_coils", "inconsistent coil counts: the header declares 8"),
 ])
 def test_mrd_bad_files_fail_in_one_line(tmp_path, ismrmrd, case, match):
-    k = _scan_kspace(S=3, C=4, H=16, W=16)
+    k = scan_kspace(S=3, C=4, H=16, W=16)
     lines = np.zeros(16, bool)
     lines[::2] = lines[5:11] = True
     per_slice = int(lines.sum())
     kw = {"radial": dict(trajectory="radial"), "spiral": dict(trajectory="spiral"),
           "truncated": dict(stop_after=2 * per_slice + 3), "missing_slice": dict(stop_after=2 * per_slice),
           "coils": dict(coils_of=lambda i: 3 if i == 5 else 4), "header_coils": dict(channels=8)}[case]
-    _write_mrd(tmp_path / "bad.h5", k, lines, **kw)
+    write_mrd(tmp_path / "bad.h5", k, lines, **kw)
     with pytest.raises(ValueError, match=match) as e:
         load_scan(tmp_path / "bad.h5")
     assert "\n" not in str(e.value) and "bad.h5" in str(e.value)
@@ -200,13 +122,13 @@ def test_cfl_round_trip_and_layout(tmp_path):
 
 
 def test_bart_kspace_and_maps_round_trip(tmp_path):
-    k = _scan_kspace(S=3, C=4, H=20, W=14)
+    k = scan_kspace(S=3, C=4, H=20, W=14)
     save_bart_kspace(tmp_path / "ksp", k)
     dims = [int(v) for v in (tmp_path / "ksp.hdr").read_text().splitlines()[1].split()]
     assert dims[:4] == [20, 14, 1, 4] and dims[13] == 3 and len(dims) == 16
     scan = load_bart_kspace(tmp_path / "ksp.cfl")
     assert torch.equal(scan.kspace, k) and scan.mask is None and scan.format == "bart"
-    mask = _line_mask(20, 14, 3, 4)
+    mask = line_mask(20, 14, 3, 4)
     save_bart_kspace(tmp_path / "under", k * mask)
     assert torch.equal(load_scan(tmp_path / "under.hdr").mask, mask)
     maps = birdcage_maps(4, (20, 14))
@@ -227,7 +149,7 @@ def test_bart_maps_take_the_first_set_and_reject_3d(tmp_path):
 
 
 def test_bart_truncated_cfl_fails(tmp_path):
-    save_bart_kspace(tmp_path / "k", _scan_kspace(S=1, C=2, H=8, W=8))
+    save_bart_kspace(tmp_path / "k", scan_kspace(S=1, C=2, H=8, W=8))
     data = (tmp_path / "k.cfl").read_bytes()
     (tmp_path / "k.cfl").write_bytes(data[:-8])
     with pytest.raises(ValueError, match="truncated or mismatched"):
@@ -261,12 +183,17 @@ def test_coil_maps_match_the_true_maps_up_to_phase(method):
     if method == "espirit":
         pytest.importorskip("sigpy")
     H, W = 48, 40
-    k = _scan_kspace(S=2, C=6, H=H, W=W)
-    mask = _line_mask(H, W, 4, 12)
+    k = scan_kspace(S=2, C=6, H=H, W=W)
+    mask = line_mask(H, W, 4, 12)
     maps = coil_maps(k * mask, mask, method)
     assert maps.shape == (2, 6, H, W) and maps.dtype == torch.complex64
     support = mri_slice((H, W))[0].norm(dim=0) > 0.2
     assert _relative_fit(maps[1], birdcage_maps(6, (H, W)), support) < 0.02
+    inside = coil_support(maps)[1, 0]
+    if method == "espirit":  # ESPIRiT crops the maps to the object; the support is where it is
+        assert inside[support].float().mean() > 0.99 and not inside.all()
+    else:
+        assert inside[support].all()
     # a mask whose centre is missing has no ACS
     bad = mask.clone()
     bad[:, W // 2 - 1:W // 2 + 1] = 0
@@ -294,8 +221,8 @@ def test_coil_maps_from_files(tmp_path):
 
 
 def test_bad_fastmri_files_fail_in_one_line(tmp_path):
-    k = _scan_kspace(S=4, C=2, H=64, W=64)
-    _fastmri(tmp_path / "good.h5", k)
+    k = scan_kspace(S=4, C=2, H=64, W=64)
+    write_fastmri(tmp_path / "good.h5", k)
     data = (tmp_path / "good.h5").read_bytes()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
     with h5py.File(tmp_path / "nokspace.h5", "w") as f:

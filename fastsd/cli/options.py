@@ -119,17 +119,28 @@ def _demo(sub) -> None:
 
 
 def _reconstruct(sub) -> None:
-    r = sub.add_parser("reconstruct", help="reconstruct from an image (.npy/.png), fastMRI k-space (.h5) or, with "
-                                           "--task mri3d, a volume (.nii/.nii.gz/.npy) or 3-D k-space (.npy/.h5)")
-    r.add_argument("input", help=".npy, .png or fastMRI .h5 file, or a directory of them (one output folder per "
-                   "file plus summary.json; sharded over ranks under torchrun); --task mri3d: .nii/.nii.gz or real "
+    r = sub.add_parser("reconstruct", help="reconstruct from an image (.npy/.png), a scan (fastMRI or ISMRMRD .h5, "
+                                           "BART .cfl: every slice) or, with --task mri3d, a volume "
+                                           "(.nii/.nii.gz/.npy) or 3-D k-space (.npy/.h5)")
+    r.add_argument("input", help=".npy or .png image, fastMRI or ISMRMRD .h5 or BART .cfl k-space, or a directory of "
+                   "them (one output folder per file plus summary.json; sharded over ranks under torchrun); "
+                   "--task mri3d: .nii/.nii.gz or real "
                    ".npy volume (ground truth), or complex .npy / .h5 k-space (C, D, H, W)")
     r.add_argument("--task", choices=(*TASKS, "mri3d"), default="mri", help="mri3d: 3-D MRI (default: mri)")
     r.add_argument("--size", type=int, nargs="+", default=None, metavar="N", help=f"{SIZE_HELP} (default: as given)")
     image = {"gray": dict(action="store_true", help="convert a colour image to grey"),
              "noise": dict(type=float, default=None, help="measurement noise std (default: 25/255 for denoise, else 0)"),
              "measured": dict(action="store_true", help="denoise: the input already is the noisy image"),
-             "slice": dict(type=int, default=None, help="fastMRI slice (default: the middle one)")}
+             "slice": dict(type=int, default=None, help="scanner files: one slice (as --slices N)"),
+             "slices": dict(default=None, metavar="START:STOP",
+                            help="scanner files (fastMRI/ISMRMRD .h5, BART .cfl): the slices to reconstruct as one "
+                                 "scan (default: all)"),
+             "coil-maps": dict(default=None, metavar="acs|espirit|FILE",
+                               help="scanner files: coil maps from the ACS lines (default), ESPIRiT (sigpy), or a "
+                                    ".npy / BART .cfl file (C, H, W) or (S, C, H, W)"),
+             "batch-slices": dict(type=int, default=None,
+                                  help="scanner files: slices per solve (default 8)"),
+             "save-maps": dict(action="store_true", help="scanner files: also write coil_maps.cfl/.hdr (BART)")}
     for name, kw in image.items():
         _only(r.add_argument(f"--{name}", **kw), False)
     _add_mri_options(r)
@@ -196,7 +207,8 @@ def _check_mode(args, sub: argparse.ArgumentParser) -> None:
 
 def _check_ranges(args) -> None:
     """Ranges of the numeric options, each error naming its option."""
-    positive_ints = ("T", "K", "iterations", "steps", "width", "patch", "batch_size", "coils", "factor", "calib")
+    positive_ints = ("T", "K", "iterations", "steps", "width", "patch", "batch_size", "coils", "factor", "calib",
+                     "batch_slices")
     for name in positive_ints:
         v = getattr(args, name, None)
         if v is not None and v < 1:

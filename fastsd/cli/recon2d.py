@@ -1,7 +1,8 @@
 """The 2-D commands: ``fastsd demo`` and ``fastsd reconstruct`` for the tasks of :mod:`fastsd.tasks`.
 
 An image (.npy / .png) is treated as ground truth, its measurements simulated with the task's
-operator; fastMRI k-space (.h5) is retrospectively undersampled; ``--measured`` (denoise) takes the
+operator; scanner k-space (fastMRI or ISMRMRD .h5, BART .cfl) is reconstructed slice by slice as
+one scan (:mod:`fastsd.cli.scan`); ``--measured`` (denoise) takes the
 input as the noisy measurement itself. The prior-based methods use a denoiser checkpoint
 (:mod:`fastsd.cli.solving`).
 
@@ -17,13 +18,12 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from fastsd import tasks
-from fastsd.cli import solving
+from fastsd.cli import scan, solving
 from fastsd.cli.common import Interrupted, UsageError, device, one_line
 from fastsd.outputs import Outputs, ResultDir, record, summary_text, to_json
 from fastsd.tasks import TASKS, display
@@ -32,28 +32,18 @@ __all__ = ["cmd_demo", "cmd_reconstruct"]
 
 
 def _setup_mri(args, path: Path | None, dev):
-    """(y, op, truth) for the MRI task: the bundled slice (``path`` None), an image, or fastMRI k-space."""
-    from fastsd.data import load_fastmri, load_mri_image, mri_slice
+    """(y, op, truth) for the MRI task on an image: the bundled slice (``path`` None) or a file
+    (scanner k-space is :mod:`fastsd.cli.scan`'s)."""
+    from fastsd.data import load_mri_image, mri_slice
 
-    fastmri = path is not None and path.suffix.lower() in (".h5", ".hdf5")
-    if fastmri:
-        k = load_fastmri(path, args.slice)["kspace"]
-        shape = k.shape[-2:]
-        if args.size is not None:
-            warnings.warn(f"{path}: --size is ignored for fastMRI k-space (used at its own {shape[0]}x{shape[1]})",
-                          stacklevel=2)
-    else:
-        x = mri_slice(args.size) if path is None else load_mri_image(path, args.size)
-        shape = x.shape[-2:]
+    x = mri_slice(args.size) if path is None else load_mri_image(path, args.size)
+    shape = x.shape[-2:]
     try:
         mask = tasks.mri_mask(tuple(shape), args.mask, args.acceleration, args.acs, args.seed)
     except ValueError as e:
         raise UsageError(f"--acs {args.acs} / --acceleration {args.acceleration} on {shape[1]} k-space columns: "
                           f"{one_line(e)}; lower --acs") from None
-    if fastmri:
-        y, op, x = tasks.kspace_problem(k, mask, args.acs)
-    else:
-        y, op = tasks.simulate_mri(x, mask, args.coils, args.noise or 0.0, args.seed)
+    y, op = tasks.simulate_mri(x, mask, args.coils, args.noise or 0.0, args.seed)
     return y.to(dev), op.to(dev), x.to(dev)
 
 
@@ -89,8 +79,10 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
     ``args.method`` and write the rest (with the wall time since ``started`` when given); returns
     the metrics."""
     task = TASKS[task_name]
-    if path is not None and path.suffix.lower() in (".h5", ".hdf5") and task_name != "mri":
-        raise UsageError(f"{path}: fastMRI .h5 input needs --task mri")
+    if scan.is_scan(path):
+        if task_name != "mri":
+            raise UsageError(f"{path}: k-space input needs --task mri")
+        return scan.reconstruct_scan(args, path, folder, dev, progress)
     y, op, truth = (_setup_mri if task.complex else _setup_image)(args, path, dev)
     with torch.no_grad():
         baseline = task.baseline(op, y)
@@ -130,15 +122,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
-_INPUT_SUFFIXES = (".npy", ".png", ".h5", ".hdf5")
+_INPUT_SUFFIXES = (".npy", ".png", ".h5", ".hdf5", ".cfl", ".hdr")
 
 
 def _input_files(src: Path) -> list[Path]:
-    """The one input file, or every .npy/.png/.h5 file of a directory in sorted order."""
+    """The one input file, or every .npy/.png/.h5/.cfl file of a directory in sorted order (a BART
+    array once, by its .cfl)."""
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in _INPUT_SUFFIXES)
+        files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in _INPUT_SUFFIXES[:-1])
         if not files:
-            raise UsageError(f"{src}: no .npy, .png or .h5 files in this directory")
+            raise UsageError(f"{src}: no .npy, .png, .h5 or .cfl files in this directory")
         return files
     from fastsd.data import _check_file
 
@@ -180,7 +173,13 @@ def cmd_reconstruct(args) -> int:
     denoiser = solving.load_denoiser(args)
     if not from_dir:
         with ResultDir(Path(args.out), args.overwrite) as folder:
-            metrics = _reconstruct(args, args.task, files[0], folder.tmp, dev, not args.quiet, denoiser)
+            try:
+                metrics = _reconstruct(args, args.task, files[0], folder.tmp, dev, not args.quiet, denoiser)
+            except scan.Stopped as e:  # the finished slices of a scan are kept
+                folder.commit()
+                if e.interrupted:
+                    raise Interrupted(f"{e}; their outputs are in {folder.final}") from None
+                raise UsageError(f"{files[0]}: {e}; their outputs are in {folder.final}") from None
         print(summary_text(metrics, TASKS[args.task].baseline_name))
         print(f"outputs in {folder.final}")
         return 0
@@ -200,6 +199,16 @@ def cmd_reconstruct(args) -> int:
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
                 metrics = _reconstruct(args, args.task, path, work, dev, not args.quiet and ctx.is_main, denoiser)
+            except scan.Stopped as e:  # a scan keeps the slices it finished
+                records.append(record(path, out, ctx.rank, "interrupted" if e.interrupted else "error",
+                                      error=None if e.interrupted else _file_error(path, e)))
+                records[-1]["partial"] = f"{e.done} of {e.total} slices"
+                if e.interrupted:
+                    records += [record(files[j], outs[j], ctx.rank, "not run") for j in mine[n + 1:]]
+                    interrupted = True
+                    break
+                print(f"{tag}fastsd: error: {records[-1]['error']}", file=sys.stderr, flush=True)
+                continue
             except KeyboardInterrupt:
                 shutil.rmtree(work, ignore_errors=True)
                 records.append(record(path, out, ctx.rank, "interrupted"))
@@ -229,7 +238,8 @@ def cmd_reconstruct(args) -> int:
                        "backend": ctx.backend, "n_files": len(every), "n_failed": len(every) - n_ok,
                        "interrupted": interrupted, "wall_time_s": time.perf_counter() - t0, "files": every}
             (folder.tmp / "summary.json").write_text(to_json(summary))
-            folder.commit(keep={"summary.json"} | {Path(r["output"]).name for r in every if r["status"] == "ok"})
+            folder.commit(keep={"summary.json"} | {Path(r["output"]).name for r in every
+                                                   if r["status"] == "ok" or "partial" in r})
             done = f"{n_ok}/{len(every)} files reconstructed; summary in {folder.final / 'summary.json'}"
             if interrupted:
                 raise Interrupted(f"interrupted: {done}")

@@ -9,6 +9,9 @@
   ``.hdr``, e.g. from ``bart ecalib``).
 
 The ACS lines and the file's shape are checked before any estimate, each problem in one line.
+:func:`coil_support` is where the maps see the object: ESPIRiT's crop sets the maps to zero
+elsewhere, where the measurements then say nothing about the image and a reconstruction is set
+to zero (as SENSE's minimum-norm solution is).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 
 from fastsd.scanner.scan import acs_lines
 
-__all__ = ["coil_maps", "acs_maps", "espirit_maps", "load_maps", "METHODS"]
+__all__ = ["coil_maps", "coil_support", "acs_maps", "espirit_maps", "load_maps", "METHODS"]
 
 METHODS = ("acs", "espirit")
 ESPIRIT_CALIB = 24
@@ -89,6 +92,12 @@ def load_maps(path, shape: tuple[int, int, int, int]) -> torch.Tensor:
     if not torch.isfinite(torch.view_as_real(maps)).all():
         raise ValueError(f"{path}: coil maps contain non-finite values")
     return maps.expand(S, -1, -1, -1).contiguous()
+
+
+def coil_support(maps: torch.Tensor) -> torch.Tensor:
+    """Where coil maps (..., C, H, W), normalised to ``Σ_c |S_c|² = 1`` on the object, see it:
+    bool (..., 1, H, W), ``Σ_c |S_c|² > 1/2``."""
+    return maps.abs().square().sum(-3, keepdim=True) > 0.5
 
 
 def coil_maps(kspace: torch.Tensor, mask: torch.Tensor, method: str = "acs") -> torch.Tensor | None:
