@@ -111,7 +111,9 @@ def test_bad_scans_fail_in_one_line_before_any_solve(tmp_path, capsys, no_solve)
              (["scan.h5", "--slices", "5:9"], "selects none of the file's 2 slices"),
              (["scan.h5", "--slices", "x"], "--slices: slices must be"),
              (["scan.h5", "--method", "dip"], "sdi only"),
-             (["scan.h5", "--task", "denoise"], "needs --task mri")]
+             (["scan.h5", "--task", "denoise"], "needs --task mri"),
+             (["img.npy", "--coil-maps", "espirit"], "--coil-maps applies to scanner files")]
+    np.save(tmp_path / "img.npy", np.ones((32, 32), np.float32))
     for args, match in cases:
         out = tmp_path / "out"
         assert main(["reconstruct", str(tmp_path / args[0]), *args[1:], "--acs", "8", "--out", str(out)] + FAST) == 2

@@ -9,8 +9,9 @@ PNGs of each image and ``metrics.json``; ``fastsd demo --3d`` does the same for 
 
 ``fastsd reconstruct INPUT --task mri|inpaint|deblur|sr|denoise [--method NAME]`` runs a solver
 (default SDI; any of :func:`fastsd.solvers.available_solvers`) on an image (.npy / .png: treated
-as ground truth, measurements simulated with the chosen operator) or on fastMRI k-space (.h5: the
-file's k-space retrospectively undersampled); ``--task mri3d`` on a volume or 3-D k-space.
+as ground truth, measurements simulated with the chosen operator), or with SDI on every slice of
+scanner k-space (fastMRI or ISMRMRD .h5, BART .cfl; :mod:`fastsd.cli.scan`); ``--task mri3d`` on a
+volume or 3-D k-space.
 ``INPUT`` may be a directory: every file in it is reconstructed into ``OUT/<name>/`` and
 ``OUT/summary.json`` lists them all; under ``torchrun --nproc_per_node=N -m fastsd.cli reconstruct
 DIR ...`` the files are sharded over the N ranks (:mod:`fastsd.distributed`).
@@ -20,8 +21,8 @@ Ctrl-C prints one line and exits with 130 (:mod:`fastsd.cli.common`).
 
 The package: :mod:`~fastsd.cli.options` (the parser, checks and 2-D/3-D defaults),
 :mod:`~fastsd.cli.common` (errors, exit statuses, device), :mod:`~fastsd.cli.solving` (solver
-options, progress, denoiser priors), :mod:`~fastsd.cli.recon2d` (the 2-D problems and the demo and
-reconstruct commands), :mod:`~fastsd.cli.recon3d` (3-D MRI), :mod:`~fastsd.cli.train` (the
+options, progress, denoiser priors), :mod:`~fastsd.cli.scan` (scanner files, slice by slice as one
+scan), :mod:`~fastsd.cli.recon2d` (the 2-D problems and the demo and reconstruct commands), :mod:`~fastsd.cli.recon3d` (3-D MRI), :mod:`~fastsd.cli.train` (the
 denoiser prior). Each imports from the ones before it, never from this module.
 """
 from __future__ import annotations

@@ -83,6 +83,7 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
         if task_name != "mri":
             raise UsageError(f"{path}: k-space input needs --task mri")
         return scan.reconstruct_scan(args, path, folder, dev, progress)
+    scan.refuse_scan_options(args, path)
     y, op, truth = (_setup_mri if task.complex else _setup_image)(args, path, dev)
     with torch.no_grad():
         baseline = task.baseline(op, y)

@@ -34,7 +34,7 @@ from fastsd.outputs import Outputs, method_label, to_json
 from fastsd.progress import Progress
 from fastsd.tasks import TASKS
 
-__all__ = ["is_scan", "reconstruct_scan", "Stopped", "BATCH_SLICES"]
+__all__ = ["is_scan", "refuse_scan_options", "reconstruct_scan", "Stopped", "BATCH_SLICES"]
 
 BATCH_SLICES = 8
 """Slices per solve unless ``--batch-slices`` says otherwise."""
@@ -56,6 +56,18 @@ def is_scan(path: Path | None) -> bool:
     from fastsd.scanner import is_scan_file
 
     return path is not None and is_scan_file(path)
+
+
+_OPTIONS = {"--slice": "slice", "--slices": "slices", "--coil-maps": "coil_maps", "--batch-slices": "batch_slices",
+            "--save-maps": "save_maps"}
+
+
+def refuse_scan_options(args, path: Path | None) -> None:
+    """The options of scanner files given for another input: a one-line error."""
+    for flag, name in _OPTIONS.items():
+        if getattr(args, name, None) not in (None, False):
+            raise UsageError(f"{flag} applies to scanner files (fastMRI/ISMRMRD .h5, BART .cfl), not to "
+                             f"{path if path is not None else 'the demo'}")
 
 
 def _slices(args) -> slice | None:

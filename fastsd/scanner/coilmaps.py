@@ -61,6 +61,7 @@ def espirit_maps(kspace: torch.Tensor, mask: torch.Tensor, calib: int = ESPIRIT_
 def load_maps(path, shape: tuple[int, int, int, int]) -> torch.Tensor:
     """Coil maps from a ``.npy`` or BART file, checked against k-space of shape (S, C, H, W) and
     returned as complex64 (S, C, H, W)."""
+    from fastsd.data import load_array
     from fastsd.scanner.bart import bart_base, load_bart_maps
 
     path = Path(path)
@@ -68,12 +69,7 @@ def load_maps(path, shape: tuple[int, int, int, int]) -> torch.Tensor:
         maps = load_bart_maps(path)
         path = bart_base(path)
     elif path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        a = load_array(path)
         if not np.iscomplexobj(a):
             raise ValueError(f"{path}: coil maps must be complex, got {a.dtype}")
         maps = torch.from_numpy(a.astype(np.complex64))
