@@ -164,21 +164,61 @@ def _write_scan(folder: Path, info: dict, records: list[dict], volume: list[torc
     return metrics
 
 
+def _solve_batch(args, kw: dict, scan, y, mask, maps, rows: range, folder: Path, dev, progress: bool,
+                 retrospective: bool) -> tuple[list[dict], torch.Tensor, int]:
+    """SDI on the slices ``rows`` of the scan as one batch; each slice's files in ``slice_NNN/``.
+    Returns the slices' records, their images (B, 2, H, W) on the CPU and the solver's steps."""
+    from fastsd.api import solve
+    from fastsd.ops.mri import MRI, coil_combined
+    from fastsd.scanner.coilmaps import coil_support
+    from fastsd.solvers.sdi import SelfDiffusion
+
+    task, smaps = TASKS["mri"], None if maps is None else maps[rows.start:rows.stop]
+    op, yb = MRI(mask, smaps).to(dev), y[rows.start:rows.stop].to(dev)
+    with torch.no_grad():
+        base = op.zero_filled(yb)
+    outs = []
+    for i, s in enumerate(rows):
+        work = folder / f"slice_{scan.slices[s]:03d}"
+        work.mkdir(exist_ok=True)
+        truth = coil_combined(scan.kspace[s], None if smaps is None else smaps[i]) if retrospective else None
+        outs.append(Outputs(work, task, truth, base[i:i + 1], "baseline"))
+    cfg = SelfDiffusion(**kw).config(op)
+    steps = int(cfg["T"]) * int(cfg["K"])
+    bar = Progress(steps, progress,
+                   f"{method_label('sdi')} slices {rows.start + 1}-{rows.stop}/{len(scan.slices)}")
+    traces = _SliceTraces(bar, [o.ref for o in outs])
+    try:
+        result = solve(yb, op, "sdi", callback=traces, **kw)
+    finally:
+        bar.close()
+    recon, before = result.x.detach(), None
+    if args.dc:  # the closest images that reproduce the measured k-space exactly
+        with torch.no_grad():
+            recon, before = op.project(result.x, yb), result.x.detach()
+    if smaps is not None:  # no coil sees the image outside the maps' support
+        inside = coil_support(smaps).to(recon.device)
+        recon, before = recon * inside, None if before is None else before * inside
+    records = []
+    for i, s in enumerate(rows):
+        info = {"task": "mri", "input": scan.source, "slice": scan.slices[s], "image_size": list(scan.shape),
+                "batch_slices": len(rows), "final_dc": bool(args.dc)}
+        m = outs[i].finish(recon[i:i + 1], result, traces.of(i), info, "sdi", None if before is None else before[i:i + 1])
+        records.append({"slice": scan.slices[s], "runtime_s": m["runtime_s"] / len(rows),
+                        **{k: m[k] for k in ("baseline", "sdi_before_dc", "sdi") if k in m}})
+    return records, recon.cpu(), steps
+
+
 def reconstruct_scan(args, path: Path, folder: Path, dev: torch.device, progress: bool) -> dict:
     """Reconstruct the scan in ``path`` into ``folder`` (see the module); returns the scan's metrics.
     Raises :class:`Stopped` when a Ctrl-C or an error ends the run after some slices were written."""
-    from fastsd.api import solve
     from fastsd.ops.masks import acceleration_of
-    from fastsd.ops.mri import MRI, coil_combined
     from fastsd.scanner import acs_lines, coil_maps, load_scan, save_bart_kspace
-    from fastsd.scanner.coilmaps import coil_support
-    from fastsd.solvers.sdi import SelfDiffusion
 
     t_start = time.perf_counter()
     if args.method != "sdi":
         raise UsageError(f"--method {args.method}: scanner files are reconstructed with sdi only")
-    slices = _slices(args)
-    scan = load_scan(path, slices)
+    scan = load_scan(path, _slices(args))
     if args.size is not None:
         warnings.warn(f"{path}: --size is ignored for scanner k-space (used at its own "
                       f"{scan.shape[0]}x{scan.shape[1]})", stacklevel=2)
@@ -193,61 +233,31 @@ def reconstruct_scan(args, path: Path, folder: Path, dev: torch.device, progress
         acs = acs_lines(mask)
     except ValueError:
         acs = None
-    S, task, batch = len(scan.slices), TASKS["mri"], args.batch_slices or BATCH_SLICES
-    kw = solving.solver_kwargs(args, task.preset, dev)
+    S, batch = len(scan.slices), args.batch_slices or BATCH_SLICES
+    kw = solving.solver_kwargs(args, TASKS["mri"].preset, dev)
     info = {"task": "mri", "method": "sdi", "input": str(path), "format": scan.format, "slices": scan.slices,
             "image_size": list(scan.shape), "coils": scan.n_coils, "undersampling":
             "retrospective" if retrospective else "measured", "acceleration": acceleration_of(mask),
             "acs_lines": None if acs is None else acs[1] - acs[0], "coil_maps": method, "coil_maps_s": maps_s,
             "voxel_size_mm": scan.voxel_size, "final_dc": bool(args.dc), "batch_slices": batch,
             "iterations": None, "solves": 0}
-    records, volume, pending = [], [], []
+    records, volume = [], []
     try:
         for a in range(0, S, batch):
-            b = min(a + batch, S)
-            smaps = None if maps is None else maps[a:b]
-            op, yb = MRI(mask, smaps).to(dev), y[a:b].to(dev)
-            truths = [coil_combined(scan.kspace[s], None if smaps is None else smaps[s - a]) if retrospective
-                      else None for s in range(a, b)]
-            with torch.no_grad():
-                base = op.zero_filled(yb)
-            outs, pending = [], [folder / f"slice_{s:03d}" for s in scan.slices[a:b]]
-            for i, work in enumerate(pending):
-                work.mkdir(exist_ok=True)
-                outs.append(Outputs(work, task, truths[i], base[i:i + 1], "baseline"))
-            cfg = SelfDiffusion(**kw).config(op)
-            info["iterations"] = int(cfg["T"]) * int(cfg["K"])
-            bar = Progress(info["iterations"], progress, f"{method_label('sdi')} slices {a + 1}-{b}/{S}")
-            traces = _SliceTraces(bar, [o.ref for o in outs])
+            rows = range(a, min(a + batch, S))
             try:
-                result = solve(yb, op, "sdi", callback=traces, **kw)
-            finally:
-                bar.close()
+                recs, recon, info["iterations"] = _solve_batch(args, kw, scan, y, mask, maps, rows, folder, dev, progress, retrospective)
+            except BaseException:  # a batch that did not finish leaves nothing behind
+                for s in rows:
+                    shutil.rmtree(folder / f"slice_{scan.slices[s]:03d}", ignore_errors=True)
+                raise
+            records += recs
+            volume.append(recon)
             info["solves"] += 1
-            recon, before = result.x.detach(), None
-            if args.dc:  # the closest images that reproduce the measured k-space exactly
-                with torch.no_grad():
-                    recon, before = op.project(result.x, yb), result.x.detach()
-            if smaps is not None:  # no coil sees the image outside the maps' support
-                inside = coil_support(smaps).to(recon.device)
-                recon, before = recon * inside, None if before is None else before * inside
-            for i, s in enumerate(scan.slices[a:b]):
-                slice_info = {"task": "mri", "input": str(path), "slice": s, "image_size": list(scan.shape),
-                              "batch_slices": b - a, "final_dc": bool(args.dc)}
-                m = outs[i].finish(recon[i:i + 1], result, traces.of(i), slice_info, "sdi",
-                                   None if before is None else before[i:i + 1])
-                records.append({"slice": s, "runtime_s": m["runtime_s"] / (b - a),
-                                **{k: m[k] for k in ("baseline", "sdi_before_dc", "sdi") if k in m}})
-                volume.append(recon[i:i + 1].cpu())
             _write_scan(folder, info, records, volume, scan.voxel_size, "running")
-            pending = []
     except (KeyboardInterrupt, Exception) as e:
         if not records:
             raise
-        done = {f"slice_{r['slice']:03d}" for r in records}
-        for work in pending:  # the slices that did not finish leave nothing behind
-            if work.name not in done:
-                shutil.rmtree(work, ignore_errors=True)
         stopped = Stopped(e, len(records), S)
         _write_scan(folder, info, records, volume, scan.voxel_size, "interrupted" if stopped.interrupted else "error",
                     None if stopped.interrupted else one_line(e))
