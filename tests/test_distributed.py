@@ -100,7 +100,7 @@ def test_directory_reconstruction_single_process(tmp_path):
 def test_directory_errors_and_name_clashes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "o")] + FAST) == 2
-    assert "no .npy, .png or .h5 files" in capsys.readouterr().err
+    assert "no .npy, .png, .h5 or .cfl files" in capsys.readouterr().err
     from fastsd.cli.recon2d import _output_dirs
 
     files = [Path("a.npy"), Path("a.png"), Path("b.npy")]
