@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastsd._utils import noise_shape
 from fastsd.kernels.utils import (
     BLOCK,
     batch_layout,
@@ -33,7 +34,6 @@ from fastsd.kernels.utils import (
     real_view,
     strided_offsets,
 )
-from fastsd.reference.noise import noise_shape
 
 __all__ = ["noisy_input", "gaussian_noise", "BLOCK"]
 

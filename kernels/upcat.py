@@ -31,9 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsd._utils import accumulate_dtype
+from fastsd._utils import accumulate_dtype, memory_format
 from fastsd.kernels.utils import BLOCK, block_coords, is_big, output
-from fastsd.reference.upcat import memory_format
 
 __all__ = ["upcat_forward", "upcat_backward", "BLOCK", "TAPS", "MAX_SIZE"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastsd.functional.mri as FM
-from fastsd.kernels import mri_dc as K
+from fastsd.kernels import mri as K
 from fastsd.ops.base import LinearOperator, batch_dot
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.mri import MRI3D

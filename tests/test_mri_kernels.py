@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fastsd.kernels import mri_dc as K
+from fastsd.kernels import mri as K
 from fastsd.reference import mri as R
 from fastsd.testing import TOLERANCE, complex_randn, poisoned_like, rel_err
 

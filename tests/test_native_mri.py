@@ -43,13 +43,13 @@ def test_absent_extension_auto_runs_triton_and_reference(extension):
 
 def test_present_extension_selection(extension):
     extension(None)
-    with _backend.use_backend("auto"):  # the native path is opt-in until measured on a GPU
+    with _backend.use_backend("auto"):  # the native path is opt-in
         assert _backend.describe(_cuda_like()) == "triton"
         assert _backend.describe(torch.zeros(1, 2, 4, 4)) == "reference"
     with _backend.use_backend("native"):
         assert _backend.describe(_cuda_like()) == "native"
         assert _backend.describe(_cuda_like(5)) == "triton"  # volumes have no native path
-        assert _backend.describe(_cuda_like(), "fidelity", native=False) == "triton"
+        assert _backend.describe(_cuda_like(), "fidelity") == "triton"
         assert _backend.describe(torch.zeros(1, 2, 4, 4)) == "reference"
     with _backend.use_backend("triton"):
         assert _backend.describe(_cuda_like()) == "triton"

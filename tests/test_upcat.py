@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import fastsd.functional.batchnorm as FB
 import fastsd.functional.upcat as FU
+from fastsd import _backend
 from fastsd.kernels import upcat as K
 from fastsd.nets.fused import FusedUpsampleConcat, fuse_layers
 from fastsd.nets.unet import UNet, pad_to
@@ -143,8 +144,8 @@ def backend(request, monkeypatch):
     """'default': each op's own choice (reference on CPU); 'kernels': the Triton kernels on any
     device (in the interpreter on CPU), for the fused BatchNorm + ReLU and upsample-concat ops."""
     if request.param == "kernels":
-        def kernels(t, name, reference):
-            return importlib.import_module(f"fastsd.kernels.{name}")
+        def kernels(t, family):
+            return importlib.import_module(_backend.FAMILIES[family].kernels)
         for mod in (FB, FU):
             monkeypatch.setattr(mod, "implementation", kernels)
     return request.param
