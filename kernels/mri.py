@@ -24,7 +24,8 @@ image (``post_fft``) and ``D·H·W`` elements each.
 Composite launchers (:func:`mri_forward`, :func:`mri_adjoint`, :func:`mri_normal`,
 :func:`mri_fidelity`, :func:`mri_dc`) chain them and match :mod:`fastsd.reference.mri`.
 Complex tensors enter the kernels as ``torch.view_as_real`` views (interleaved re/im, strides in
-float units); all arithmetic is fp32; image inputs may be fp32/fp16/bf16 (cast on load).
+float units); the accumulator ``ACC`` (:mod:`fastsd.kernels.utils`) is float32, that of the
+complex64 spectra; image inputs may be fp32/fp16/bf16 (cast on load).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import triton
 import triton.language as tl
 
 from fastsd._utils import dc_weight
-from fastsd.kernels.utils import BLOCK, block_coords, has, is_big, output, real_view
+from fastsd.kernels.utils import BLOCK, acc_type, batch_grid, block_coords, has, is_big, output, real_view
 
 __all__ = [
     "pre_fft",
@@ -90,9 +91,9 @@ def _at(d, h, w, s_d, s_h, s_w):
 
 
 @triton.jit
-def _load_c(p, m):
-    """Complex values (re, im) whose real parts sit at ``p`` (imaginary at ``p + 1``), as fp32."""
-    b_v = tl.load(p[:, None] + tl.arange(0, 2)[None, :], mask=m[:, None], other=0.0).to(tl.float32)
+def _load_c(p, m, ACC: tl.constexpr):
+    """Complex values (re, im) whose real parts sit at ``p`` (imaginary at ``p + 1``), as ``ACC``."""
+    b_v = tl.load(p[:, None] + tl.arange(0, 2)[None, :], mask=m[:, None], other=0.0).to(ACC)
     return tl.split(b_v)
 
 
@@ -108,17 +109,17 @@ def _pre_fft_kernel(
     n_per, C, D, H, W,
     sx_b, sx_c, sx_d, sx_h, sx_w,
     ss_b, ss_c, ss_d, ss_h, ss_w,
-    HAS_SMAPS: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
+    ACC: tl.constexpr, HAS_SMAPS: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
     i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)
     _, _, _, i_d, i_h, i_w = _coords(o_j, D, H, W, False)  # out[o_j] = (S x)[ifftshift source]
     p_x = x_ptr + i_b * sx_b + _at(i_d, i_h, i_w, sx_d, sx_h, sx_w)
-    b_xr = tl.load(p_x, mask=m_j, other=0.0).to(tl.float32)
-    b_xi = tl.load(p_x + sx_c, mask=m_j, other=0.0).to(tl.float32)
+    b_xr = tl.load(p_x, mask=m_j, other=0.0).to(ACC)
+    b_xi = tl.load(p_x + sx_c, mask=m_j, other=0.0).to(ACC)
     if HAS_SMAPS:
         p_s = s_ptr + i_b * ss_b + _at(i_d, i_h, i_w, ss_d, ss_h, ss_w)
         for i_c in range(C):
-            b_sr, b_si = _load_c(p_s, m_j)
+            b_sr, b_si = _load_c(p_s, m_j, ACC)
             p_out = out_ptr + ((i_b * C + i_c) * n_per + o_j) * 2
             _store_c(p_out, b_sr * b_xr - b_si * b_xi, b_sr * b_xi + b_si * b_xr, m_j)
             p_s += ss_c
@@ -134,7 +135,7 @@ def _post_fft_kernel(
     sk_b, sk_c, sk_d, sk_h, sk_w,
     sy_b, sy_c, sy_d, sy_h, sy_w,
     sm_b, sm_d, sm_h, sm_w,
-    MODE: tl.constexpr, HAS_K: tl.constexpr, HAS_Y: tl.constexpr, HAS_PART: tl.constexpr,
+    MODE: tl.constexpr, ACC: tl.constexpr, HAS_K: tl.constexpr, HAS_Y: tl.constexpr, HAS_PART: tl.constexpr,
     BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
     i_p, o_j, m_j = block_coords(n_per, BLOCK, BIG)  # problem i_p = coil image (i_b, i_c)
@@ -142,17 +143,17 @@ def _post_fft_kernel(
     i_c = i_p % C
     # unshifted spectrum index (d, h, w); centred index u: fftshift(K)[u] = K[d, h, w]
     i_d, i_h, i_w, u_d, u_h, u_w = _coords(o_j, D, H, W, False)
-    b_m = tl.load(m_ptr + i_b * sm_b + _at(u_d, u_h, u_w, sm_d, sm_h, sm_w), mask=m_j, other=0.0).to(tl.float32)
+    b_m = tl.load(m_ptr + i_b * sm_b + _at(u_d, u_h, u_w, sm_d, sm_h, sm_w), mask=m_j, other=0.0).to(ACC)
     if HAS_K:
-        b_kr, b_ki = _load_c(k_ptr + i_b * sk_b + i_c * sk_c + _at(i_d, i_h, i_w, sk_d, sk_h, sk_w), m_j)
+        b_kr, b_ki = _load_c(k_ptr + i_b * sk_b + i_c * sk_c + _at(i_d, i_h, i_w, sk_d, sk_h, sk_w), m_j, ACC)
     else:
-        b_kr = tl.zeros([BLOCK], dtype=tl.float32)
-        b_ki = tl.zeros([BLOCK], dtype=tl.float32)
+        b_kr = tl.zeros([BLOCK], dtype=ACC)
+        b_ki = tl.zeros([BLOCK], dtype=ACC)
     if HAS_Y:
-        b_yr, b_yi = _load_c(y_ptr + i_b * sy_b + i_c * sy_c + _at(u_d, u_h, u_w, sy_d, sy_h, sy_w), m_j)
+        b_yr, b_yi = _load_c(y_ptr + i_b * sy_b + i_c * sy_c + _at(u_d, u_h, u_w, sy_d, sy_h, sy_w), m_j, ACC)
     else:
-        b_yr = tl.zeros([BLOCK], dtype=tl.float32)
-        b_yi = tl.zeros([BLOCK], dtype=tl.float32)
+        b_yr = tl.zeros([BLOCK], dtype=ACC)
+        b_yi = tl.zeros([BLOCK], dtype=ACC)
     o_out = o_j
     if MODE == _MODE_FORWARD:  # centred M K
         b_or = b_m * b_kr
@@ -180,19 +181,19 @@ def _post_ifft_kernel(
     scale, n_per, C, D, H, W,
     sz_b, sz_c, sz_d, sz_h, sz_w,
     ss_b, ss_c, ss_d, ss_h, ss_w,
-    HAS_SMAPS: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
+    ACC: tl.constexpr, HAS_SMAPS: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
     i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)
     i_d, i_h, i_w, z_d, z_h, z_w = _coords(o_j, D, H, W, True)  # out[o_j] = Σ conj(S) z[fftshift source]
     p_z = z_ptr + i_b * sz_b + _at(z_d, z_h, z_w, sz_d, sz_h, sz_w)
     if HAS_SMAPS:
         p_s = s_ptr + i_b * ss_b + _at(i_d, i_h, i_w, ss_d, ss_h, ss_w)
-    b_ar = tl.zeros([BLOCK], dtype=tl.float32)
-    b_ai = tl.zeros([BLOCK], dtype=tl.float32)
+    b_ar = tl.zeros([BLOCK], dtype=ACC)
+    b_ai = tl.zeros([BLOCK], dtype=ACC)
     for _ in range(C):
-        b_zr, b_zi = _load_c(p_z, m_j)
+        b_zr, b_zi = _load_c(p_z, m_j, ACC)
         if HAS_SMAPS:
-            b_sr, b_si = _load_c(p_s, m_j)
+            b_sr, b_si = _load_c(p_s, m_j, ACC)
             b_ar += b_sr * b_zr + b_si * b_zi  # conj(s) * z
             b_ai += b_sr * b_zi - b_si * b_zr
             p_s += ss_c
@@ -239,10 +240,6 @@ def _smaps(smaps: torch.Tensor | None, nd: int, B: int) -> torch.Tensor | None:
     return s.expand(B, *s.shape[1:])
 
 
-def _volume_grid(B: int, n: int, block: int) -> tuple[int]:
-    return (B * triton.cdiv(n, block),)
-
-
 def pre_fft(x: torch.Tensor, smaps: torch.Tensor | None = None, out: torch.Tensor | None = None,
             block: int = BLOCK) -> torch.Tensor:
     """``ifftshift(S * (x[:,0] + i x[:,1]))`` as complex64 (B,C,*S); C = 1 without coil maps."""
@@ -253,10 +250,10 @@ def pre_fft(x: torch.Tensor, smaps: torch.Tensor | None = None, out: torch.Tenso
     out = output(out, (B, C, *x.shape[2:]), torch.complex64, x.device)
     x5 = _vol(x, nd)
     D, H, W = x5.shape[2:]
-    _pre_fft_kernel[_volume_grid(B, D * H * W, block)](
+    _pre_fft_kernel[batch_grid(B, D * H * W, block)](
         x5, s, real_view(out),
         D * H * W, C, D, H, W, *x5.stride(), *_strides(s),
-        BLOCK=block,
+        ACC=acc_type(out), BLOCK=block,
     )
     return out
 
@@ -277,14 +274,14 @@ def post_fft(k: torch.Tensor | None, y: torch.Tensor | None, mask: torch.Tensor,
     k6, y6 = _vol(k, nd, complex_=True), _vol(y, nd, complex_=True)
     D, H, W = _vol(out, nd).shape[2:]
     m4 = _vol(mask[None] if mask.ndim == nd else mask, nd).expand(B, D, H, W)  # size-1 dims: stride 0
-    grid = _volume_grid(B * C, D * H * W, block)
+    grid = batch_grid(B * C, D * H * W, block)
     part = None
     if mode == "residual" and write_loss:
         part = torch.empty(grid[0], dtype=torch.float32, device=ref.device)
     _post_fft_kernel[grid](
         k6, y6, m4, real_view(out), part,
         dc_weight(lam), D * H * W, C, D, H, W, *_strides(k6), *_strides(y6), *m4.stride(),
-        MODE=MODES[mode], BLOCK=block,
+        MODE=MODES[mode], ACC=acc_type(out), BLOCK=block,
     )
     return out, (None if part is None else part.view(B, -1).sum(1))
 
@@ -299,10 +296,10 @@ def post_ifft(z: torch.Tensor, smaps: torch.Tensor | None = None, scale: float =
     out = output(out, (B, 2, *z.shape[2:]), out_dtype if out is None else out.dtype, z.device)
     z6, s = _vol(z, nd, complex_=True), _smaps(smaps, nd, B)
     D, H, W = z6.shape[2:5]
-    _post_ifft_kernel[_volume_grid(B, D * H * W, block)](
+    _post_ifft_kernel[batch_grid(B, D * H * W, block)](
         z6, s, out,
         float(scale), D * H * W, C, D, H, W, *_strides(z6), *_strides(s),
-        BLOCK=block,
+        ACC=acc_type(z), BLOCK=block,
     )
     return out
 
