@@ -158,6 +158,9 @@ def _run_rows(b, rows: list[tuple], log) -> dict:
                 log(r)
     else:
         for j in jobs:
+            if b.over_budget():
+                b.skip("frontier", f"frontier/{j['row']}/seed{j['seed']}", "budget exhausted")
+                continue
             r = solve_row(j)
             out.setdefault(r["row"], []).append(r)
             log(r)
@@ -268,3 +271,56 @@ def targets(results: list[dict]) -> dict:
             out[f"frontier_psnr_delta[{scan}/{mode}]"] = target_entry(r.get("psnr_delta"), -0.3, ">=")
     return out
 
+
+
+def figure(report: dict, path) -> None:
+    """PSNR against work (GFLOP summed over slices) from a results report: one curve per lever on the
+    slice problem (T x K grouped by T, the plateau rule, the network), and the scan's volume modes
+    beside it; mean over seeds with the min-max range as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r["name"].startswith("frontier/") and "psnr_mean" in r
+            and r["name"] != "frontier/mri-fast"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        p = r["params"]
+        if p["problem"] == "slice":
+            label = f"T={p['T']}, K varies" if p["lever"] in ("paper", "TxK") else p["lever"]
+        else:
+            label = "other slice" if p["problem"] == "other" else "scan"
+        groups.setdefault(label, []).append(r)
+    for label, rs in sorted(groups.items()):
+        ax = axes[1] if label in ("scan", "other slice") else axes[0]
+        rs = sorted(rs, key=lambda r: r["work_gflop"])
+        xs = [r["work_gflop"] for r in rs]
+        ys = [r["psnr_mean"] for r in rs]
+        err = [[r["psnr_mean"] - r["psnr_min"] for r in rs], [r["psnr_max"] - r["psnr_mean"] for r in rs]]
+        style = "-o" if label.startswith("T=") else "s"
+        ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
+        for r in rs:
+            ax.annotate(r["name"].split("/", 1)[1].replace("mri-fast+", "+"), (r["work_gflop"], r["psnr_mean"]),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+    dev = report.get("gpu_name") or "CPU"
+    for ax, title in zip(axes, ("one slice (head): levers", "scan and other slice")):
+        ax.set_xscale("log")
+        ax.set_xlabel("work: GFLOP of network training, summed over slices")
+        ax.set_ylabel("PSNR dB (mean over seeds, min-max bars)")
+        ax.set_title(f"{title} — {dev}, {report['config']['frontier_size']}²", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m benchmarks.sections.frontier RESULTS.json FIGURE.png")
+    with open(sys.argv[1]) as f:
+        figure(json.load(f), sys.argv[2])

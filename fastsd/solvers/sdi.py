@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,13 +41,18 @@ from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import sdi_sigmas
+from fastsd.solvers.sdi_run import PLATEAU_CHECKS, SDIRun, WarmStart
 
-__all__ = ["SelfDiffusion", "PRESETS", "VOLUMES", "WarmStart", "total_variation", "fourier_l1"]
+__all__ = ["SelfDiffusion", "SDIRun", "PRESETS", "PLATEAU_CHECKS", "VOLUMES", "WarmStart", "total_variation",
+           "fourier_l1"]
 
 # (T, K, lr) and loss per task, from the paper; 'mri' also rescales the measurements.
 PRESETS: dict[str, dict] = {
     "mri": dict(T=40, K=50, lr=1e-3, loss="norm_tv", scale=True),
     "mri3d": dict(T=40, K=50, lr=1e-3, loss="norm", scale=True),  # official 3-D loss: no TV
+    # Half the paper's work: chosen by benchmarks/sections/frontier.py's rule (least work within 0.3 dB
+    # of 'mri'), see README "Cost and quality".
+    "mri-fast": dict(T=10, K=100, lr=1e-3, loss="norm_tv", scale=True),
     "image": dict(T=40, K=150, lr=1e-3, loss="mse", scale=False),
     "denoise": dict(T=30, K=100, lr=2e-3, loss="mse", scale=False),
     "radar": dict(T=30, K=100, lr=1e-3, loss="mse", scale=False, out_activation="sigmoid"),
@@ -56,8 +60,6 @@ PRESETS: dict[str, dict] = {
 }
 # How the B problems of a batch that are the slices of one scan are solved (see ``volume``).
 VOLUMES = ("independent", "shared", "warm")
-# Steps of a level between two checks of the plateau rule: K // PLATEAU_CHECKS (at least 1).
-PLATEAU_CHECKS = 5
 _LOSSES = {"mse": {}, "norm": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"fourier_weight": 0.01}}
 # Network arithmetic: 'bf16' runs the network under bf16 autocast (float32 master weights, Adam,
 # BatchNorm statistics, loss and operator).
@@ -84,7 +86,8 @@ class SelfDiffusion:
 
     Args:
         preset: 'mri', 'mri3d', 'image', 'denoise', 'radar' or 'cs1d' (T, K, lr, loss, scaling and
-            output activation of the paper). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`,
+            output activation of the paper), or 'mri-fast' ('mri' with T=10, K=100: half the work,
+            measured within 0.3 dB of 'mri'). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`,
             'mri3d' for :class:`~fastsd.ops.mri.MRI3D` (volumes: :class:`~fastsd.nets.UNet3d`) and
             'image' otherwise.
         T, K, lr: noise levels, Adam steps per level, Adam learning rate.
@@ -438,62 +441,3 @@ class SelfDiffusion:
                 a, t = a.abs(), t.abs()
             vals.append(psnr(a, t))
         return float(sum(vals) / len(vals)) if all(math.isfinite(v) for v in vals) else float("inf")
-
-
-@dataclass
-class WarmStart:
-    """Where a warm-started solve begins: trained networks (one per problem), x̂ in the network
-    layout and the measurement scaling (both in the scaled units those networks were trained in),
-    and the first noise level to run."""
-
-    net: BatchedNet
-    x_hat: torch.Tensor
-    scale: torch.Tensor
-    level: int
-
-
-@dataclass
-class SDIRun:
-    """One prepared self-diffusion solve (:meth:`SelfDiffusion.prepare`): the networks, the inner
-    step and its runner, the noise schedule and the measurement scaling."""
-
-    cfg: dict
-    device: torch.device
-    layout: NetLayout
-    x_like: torch.Tensor
-    net: BatchedNet
-    scale: torch.Tensor
-    sigmas: torch.Tensor
-    inner: SDIStep
-    runner: StepGraph
-    info: dict
-
-    def set_level(self, t: int) -> None:
-        """Enter noise level ``t``: σ_t, and (noise once per level) the level's noisy input."""
-        self.inner.sigma.copy_(self.sigmas[t])
-        if not self.cfg["resample_noise"]:
-            self.inner.step.fill_(t)
-            self.inner.x_in.copy_(self.inner.noisy())
-
-    def run_level(self, K: int, plateau: float | None) -> int:
-        """Run the inner steps of the current level and return how many ran: ``K``, or fewer under
-        the plateau rule (``plateau`` = the least relative fall of the mean loss between two checks,
-        every ``K // PLATEAU_CHECKS`` steps; summed over the problems of the batch)."""
-        if not plateau:
-            self.runner.run(K)
-            return K
-        chunk, done, previous = max(1, K // PLATEAU_CHECKS), 0, math.inf
-        while done < K:
-            n = min(chunk, K - done)
-            first = int(self.inner.counter)
-            self.runner.run(n)
-            done += n
-            mean = float(self.inner.history[first:first + n].sum(1).mean())
-            if mean > (1 - plateau) * previous:
-                break
-            previous = mean
-        return done
-
-    def current(self) -> torch.Tensor:
-        """x̂ in the operator's layout, measurement scaling undone."""
-        return self.layout.from_net(self.inner.x_hat.detach()) / per_problem(self.scale, self.x_like)

@@ -18,6 +18,7 @@ import torch
 from fastsd._checks import check_problem
 from fastsd.graphs.step_graph import BatchedNet
 from fastsd.solvers.base import Callback, SolveResult
+from fastsd.solvers.sdi_run import WarmStart
 
 __all__ = ["warm_order", "solve_warm"]
 
@@ -38,8 +39,6 @@ def solve_warm(solver, y: torch.Tensor, op, *, x_true: torch.Tensor | None = Non
                callback: Callback | None = None) -> SolveResult:
     """``solver.solve`` for ``volume='warm'`` (see the module docstring); the result's ``info`` adds
     ``order`` (the groups) and ``slice_steps`` (network training steps summed over slices)."""
-    from fastsd.solvers.sdi import WarmStart
-
     t_start = time.perf_counter()
     y = check_problem(y, op, solver.dtype)
     if not hasattr(op, "select"):
