@@ -27,6 +27,7 @@ denoiser prior). Each imports from the ones before it, never from this module.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -34,7 +35,8 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 bad input or options, 130 Ctrl-C)."""
     from fastsd.cli import recon2d, recon3d, train
-    from fastsd.cli.common import run_command
+    from fastsd.cli.common import UsageError, run_command
+    from fastsd.cli.launch import launch, without_nproc
     from fastsd.cli.options import is_3d, parse
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             return train.cmd_train_denoiser(args)
         if is_3d(args):
             return recon3d.run(args)
+        if args.command == "reconstruct" and args.nproc is not None:
+            if not Path(args.input).is_dir():
+                raise UsageError(f"--nproc: {args.input} is not a directory (--nproc shards a directory's files)")
+            return launch(args.nproc, without_nproc(argv))
         return recon2d.cmd_demo(args) if args.command == "demo" else recon2d.cmd_reconstruct(args)
 
     return run_command(command)
