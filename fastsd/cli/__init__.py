@@ -12,17 +12,20 @@ PNGs of each image and ``metrics.json``; ``fastsd demo --3d`` does the same for 
 as ground truth, measurements simulated with the chosen operator) or on fastMRI k-space (.h5: the
 file's k-space retrospectively undersampled); ``--task mri3d`` on a volume or 3-D k-space.
 ``INPUT`` may be a directory: every file in it is reconstructed into ``OUT/<name>/`` and
-``OUT/summary.json`` lists them all; under ``torchrun --nproc_per_node=N -m fastsd.cli reconstruct
-DIR ...`` the files are sharded over the N ranks (:mod:`fastsd.distributed`).
+``OUT/summary.json`` lists them all; with ``--nproc N`` or under ``torchrun --nproc_per_node=N -m
+fastsd.cli reconstruct DIR ...`` the files are sharded over N ranks (:mod:`fastsd.cli.batch`).
 
 Every error is one line (``fastsd: error: ...``) naming the file or the option, exit status 2;
-Ctrl-C prints one line and exits with 130 (:mod:`fastsd.cli.common`).
+Ctrl-C prints one line and exits with 130, SIGTERM with 143 (:mod:`fastsd.cli.common`). Every
+command writes its results the same way (:mod:`fastsd.cli.results`).
 
 The package: :mod:`~fastsd.cli.options` (the parser, checks and 2-D/3-D defaults),
 :mod:`~fastsd.cli.common` (errors, exit statuses, device), :mod:`~fastsd.cli.solving` (solver
-options, progress, denoiser priors), :mod:`~fastsd.cli.recon2d` (the 2-D problems and the demo and
-reconstruct commands), :mod:`~fastsd.cli.recon3d` (3-D MRI), :mod:`~fastsd.cli.train` (the
-denoiser prior). Each imports from the ones before it, never from this module.
+options, progress, denoiser priors), :mod:`~fastsd.cli.results` (result folders),
+:mod:`~fastsd.cli.batch` (directory runs, sharded over ranks), :mod:`~fastsd.cli.launch` (``--nproc``),
+:mod:`~fastsd.cli.recon2d` (the 2-D problems and the demo and reconstruct commands),
+:mod:`~fastsd.cli.recon3d` (3-D MRI), :mod:`~fastsd.cli.train` (the denoiser prior). None imports
+this module's ``main``, which imports them when called.
 """
 from __future__ import annotations
 

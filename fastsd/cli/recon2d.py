@@ -5,12 +5,9 @@ operator; fastMRI k-space (.h5) is retrospectively undersampled; ``--measured`` 
 input as the noisy measurement itself. The prior-based methods use a denoiser checkpoint
 (:mod:`fastsd.cli.solving`).
 
-Results are never lost and never silently replaced: options, output paths and inputs are checked
-before any solve; a run writes into a hidden temporary folder beside ``--out`` and renames it into
-place when complete (earlier results there are replaced only with ``--overwrite``, and then
-entirely). A directory run never stops at a bad file: each failure is recorded in
-``summary.json`` and the others go on; on Ctrl-C the summary is written too, marking the files
-not finished.
+Options, output paths and inputs are checked before any solve; a single input's files are staged
+and committed by :class:`~fastsd.cli.results.ResultFolder`, a directory's by
+:mod:`fastsd.cli.batch`.
 """
 from __future__ import annotations
 
