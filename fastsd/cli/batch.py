@@ -32,7 +32,7 @@ from fastsd.outputs import record, summary_text, to_json
 
 __all__ = ["run_directory", "Journal"]
 
-POLL_S = 0.5  # how often rank 0 looks whether the other ranks are done
+POLL_S = 1.0  # how often rank 0 looks whether the other ranks are done
 DONE = ("ok", "error")
 
 
