@@ -215,6 +215,17 @@ def test_stale_distributed_variables_fail_at_once(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_nproc_needs_a_directory_and_no_torchrun(tmp_path, capsys, monkeypatch):
+    src = _gray(tmp_path / "g.npy")
+    code, _, err = _run(["reconstruct", str(src), "--nproc", "2", "--out", str(tmp_path / "o")] + INPAINT, capsys)
+    assert code == 2 and "is not a directory" in err
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    code, _, err = _run(["reconstruct", str(tmp_path), "--nproc", "2", "--out", str(tmp_path / "o")] + INPAINT, capsys)
+    assert code == 2 and "leave it out under torchrun" in err
+    code, _, err = _run(["reconstruct", str(tmp_path), "--nproc", "0"] + INPAINT, capsys)
+    assert code == 2 and "--nproc must be a positive integer" in err
+
+
 def test_nproc_passes_the_ranks_exit_status_through_without_a_traceback(tmp_path):
     d = _inputs(tmp_path / "in", ("a.npy", "b.npy", "c.npy"))
     (d / "bad.png").write_bytes(b"not a png")
