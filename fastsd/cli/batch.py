@@ -9,11 +9,14 @@ per input in the staging folder), and ``OUT/summary.json`` is rewritten from it 
 so at any moment it says which inputs are done ('ok'), failed ('error', with the message), running,
 interrupted or not run.
 
-At the end rank 0 waits for the journal to be complete, writes the final summary and alone returns
-the run's status (2 if any input failed): a rank that exits non-zero makes torchrun stop all the
-others, so the other ranks exit 0 once their inputs are recorded. On Ctrl-C or SIGTERM (which
-torchrun sends to every rank when one dies) a rank records its input as interrupted and writes the
-summary, in which whatever is still running counts as interrupted and the rest as not run.
+At the end rank 0 waits until every other rank has marked itself done (``rank<r>.done`` in the
+journal, after its last record), writes the final summary, removes the staging folder and lock, and
+alone returns the run's status (2 if any input failed): a rank that exits non-zero makes torchrun
+stop all the others, so the other ranks exit 0 once their inputs are recorded. On Ctrl-C or SIGTERM
+(which torchrun sends to every rank when one dies) a rank records its input as interrupted and
+writes the summary, in which whatever is still running counts as interrupted and the rest as not
+run; after such a torchrun run the hidden staging folder and lock file stay until the next run
+into ``--out`` takes them over.
 """
 from __future__ import annotations
 
@@ -33,7 +36,6 @@ from fastsd.outputs import record, summary_text, to_json
 __all__ = ["run_directory", "Journal"]
 
 POLL_S = 1.0  # how often rank 0 looks whether the other ranks are done
-DONE = ("ok", "error")
 
 
 class Journal:
@@ -60,9 +62,6 @@ class Journal:
             except (FileNotFoundError, ValueError):
                 out.append(record(path, self.folder.path / self.names[i], -1, "not run"))
         return out
-
-    def complete(self) -> bool:
-        return all(r["status"] in DONE for r in self.records())
 
     def write_summary(self, final: bool = False) -> dict:
         """Rewrite ``OUT/summary.json`` from the journal (under a lock: the last writer saw every record).
@@ -138,6 +137,7 @@ def _run(journal: Journal, ctx: fdist.Context, reconstruct, progress: bool, base
             journal.put(i, ctx.rank, "running")
             try:
                 metrics = reconstruct(path, folder.entry(name), progress)
+                out = folder.commit(name)
             except KeyboardInterrupt:
                 folder.drop(name)
                 journal.put(i, ctx.rank, "interrupted")
@@ -148,14 +148,14 @@ def _run(journal: Journal, ctx: fdist.Context, reconstruct, progress: bool, base
                 print(f"{tag}fastsd: error: {msg}", file=sys.stderr, flush=True)
                 journal.put(i, ctx.rank, "error", error=msg)
                 continue
-            out = folder.commit(name)
             journal.put(i, ctx.rank, "ok", metrics)
             print(f"{tag}{path.name}:")
             print(summary_text(metrics, baseline_name))
             print(f"{tag}outputs in {out}", flush=True)
         if not ctx.is_main:
+            (journal.dir / f"rank{ctx.rank}.done").touch()  # after its last summary write
             return 0  # rank 0 reports the run's status
-        while not journal.complete():  # the other ranks' inputs
+        while not all((journal.dir / f"rank{r}.done").exists() for r in range(1, ctx.world_size)):
             time.sleep(POLL_S)
     except KeyboardInterrupt as e:
         word, code = stopped(e)
