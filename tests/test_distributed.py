@@ -119,7 +119,7 @@ def test_directory_errors_and_name_clashes(tmp_path, capsys):
 # -- torchrun -------------------------------------------------------------------------------
 
 
-def _torchrun(args, nproc=2, timeout=90):
+def _torchrun(args, nproc=2, timeout=600):  # a hang guard: two interpreters start slowly on a loaded machine
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     if not torch.cuda.is_available():  # interpreted Triton only without a GPU
