@@ -85,6 +85,15 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
     demo = "" if methods else "; the demo: T 20, K 40, lr 1e-3; the 3-D demo on CPU: T 10, K 20, lr 3e-3"
     g.add_argument("--T", type=int, default=None, help=f"sdi: noise levels (default: the task preset{demo})")
     g.add_argument("--K", type=int, default=None, help="sdi: Adam steps per noise level (default: as --T)")
+    from fastsd.solvers.sdi import PRESETS, VOLUMES
+
+    _only(g.add_argument("--preset", choices=[p for p in PRESETS if p != "mri3d"], default=None,
+                         help="sdi: T, K, lr, loss and stopping rule of a preset (default: the task's; mri-fast: "
+                              "the MRI preset measured to reach the paper preset's quality with less work, see "
+                              "README 'Cost and quality')"), False)
+    _only(g.add_argument("--volume", choices=VOLUMES, default=None,
+                         help="sdi, several slices of one scan: one network per slice (independent, the default), "
+                              "one network for all (shared), or centre-outwards warm starts (warm)"), False)
     g.add_argument("--lr", type=float, default=None,
                    help="learning rate of sdi, dip, aseqdip, dmplug (Adam) and projdiff (step towards the "
                         "denoised estimate); default: as --T, or the solver's")
@@ -140,7 +149,10 @@ def _reconstruct(sub) -> None:
                                     ".npy / BART .cfl file (C, H, W) or (S, C, H, W)"),
              "batch-slices": dict(type=int, default=None,
                                   help="scanner files: slices per solve (default 8)"),
-             "save-maps": dict(action="store_true", help="scanner files: also write coil_maps.cfl/.hdr (BART)")}
+             "save-maps": dict(action="store_true", help="scanner files: also write coil_maps.cfl/.hdr (BART)"),
+             "nproc": dict(type=int, default=None, metavar="N",
+                           help="a directory: reconstruct it with N processes on this machine (as torchrun "
+                                "--nproc_per_node=N, with fastsd's exit statuses)")}
     for name, kw in image.items():
         _only(r.add_argument(f"--{name}", **kw), False)
     _add_mri_options(r)
@@ -198,6 +210,8 @@ def _check_mode(args, sub: argparse.ArgumentParser) -> None:
             raise UsageError(f"--size takes one number (N) in 2-D and three (D H W) in 3-D, got {len(args.size)}")
         args.size = tuple(args.size) if three_d else args.size[0]
     for name, value in DEFAULTS[args.command, three_d].items():
+        if name in ("T", "K", "lr") and args.preset is not None:
+            continue  # --preset names its own schedule
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     if args.mask not in MASKS[three_d]:
@@ -208,7 +222,7 @@ def _check_mode(args, sub: argparse.ArgumentParser) -> None:
 def _check_ranges(args) -> None:
     """Ranges of the numeric options, each error naming its option."""
     positive_ints = ("T", "K", "iterations", "steps", "width", "patch", "batch_size", "coils", "factor", "calib",
-                     "batch_slices")
+                     "nproc", "batch_slices")
     for name in positive_ints:
         v = getattr(args, name, None)
         if v is not None and v < 1:

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from fastsd.cli.common import UsageError, device
+from fastsd.cli.results import ResultFolder
 from fastsd.figures import volume_slices_figure
-from fastsd.outputs import ResultDir, quality, to_json
+from fastsd.outputs import quality, to_json
 
 __all__ = ["run"]
 
@@ -178,7 +179,7 @@ def run(args) -> int:
 
     dev = device(args.device)
     t0 = time.perf_counter()
-    with ResultDir(Path(args.out), args.overwrite) as folder:
+    with ResultFolder(Path(args.out), args.overwrite) as folder:
         out = folder.tmp
         y, op, truth, desc = _load_problem(args, dev)
         ref = None if truth is None else _magnitude(truth)
@@ -214,5 +215,5 @@ def run(args) -> int:
         if solved:
             line += f"  ({solved['iterations']} iterations, {solved['runtime_s']:.1f} s)"
         print(line)
-    print(f"outputs in {folder.final}")
+    print(f"outputs in {folder.path}")
     return 0
