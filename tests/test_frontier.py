@@ -18,7 +18,7 @@ from fastsd.ops.masks import equispaced_mask
 from fastsd.ops.mri import MRI
 from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi import PLATEAU_CHECKS, SelfDiffusion, total_variation
-from fastsd.solvers.volume import warm_order
+from fastsd.solvers.volume import warm_order, warm_steps
 from fastsd.testing import rel_err
 
 NET = dict(small=True, width=4, depth=2)
@@ -97,6 +97,18 @@ def test_warm_volume_equals_hand_written_loop():
         copy.load_state_dict(nets[0].state_dict())
         want = _hand_levels([copy], centre, y[s:s + 1], op, [seed + s], [T - 1], K, lr, scale) / scale
         assert rel_err(res.x[s:s + 1], want) < 1e-4
+
+
+def test_warm_callback_counts_steps_over_groups():
+    x, op, y = _scan(B=4)
+    seen = []
+    res = SelfDiffusion("mri", T=3, K=2, volume="warm", warm_levels=2, **NET).solve(
+        y, op, callback=lambda it, st: seen.append((it, st["slices"], st["x"].shape[0])))
+    assert [s for _, s, _ in seen] == [[2]] * 3 + [[1, 3]] * 2 + [[0]] * 2
+    assert all(n == len(s) for _, s, n in seen)
+    its = [it for it, _, _ in seen]
+    assert its == sorted(its) and its[-1] == warm_steps(4, 3, 2, 2) == 6 + 2 * 4
+    assert res.info["slice_steps"] == 6 + 2 * 4 + 1 * 4
 
 
 def test_one_slice_shared_equals_independent():

@@ -92,8 +92,8 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
                               "the MRI preset measured to reach the paper preset's quality with less work, see "
                               "README 'Cost and quality')"), False)
     _only(g.add_argument("--volume", choices=VOLUMES, default=None,
-                         help="sdi, several slices of one scan: one network per slice (independent, the default), "
-                              "one network for all (shared), or centre-outwards warm starts (warm)"), False)
+                         help="sdi, the slices of one scan: one network per slice (independent), one network for "
+                              "all (shared), or centre-outwards warm starts (warm; the default for scan files)"), False)
     g.add_argument("--lr", type=float, default=None,
                    help="learning rate of sdi, dip, aseqdip, dmplug (Adam) and projdiff (step towards the "
                         "denoised estimate); default: as --T, or the solver's")

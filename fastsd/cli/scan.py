@@ -34,10 +34,14 @@ from fastsd.outputs import Outputs, method_label, to_json
 from fastsd.progress import Progress
 from fastsd.tasks import TASKS
 
-__all__ = ["is_scan", "refuse_scan_options", "reconstruct_scan", "Stopped", "BATCH_SLICES"]
+__all__ = ["is_scan", "refuse_scan_options", "reconstruct_scan", "Stopped", "BATCH_SLICES", "SCAN_VOLUME"]
 
 BATCH_SLICES = 8
 """Slices per solve unless ``--batch-slices`` says otherwise."""
+SCAN_VOLUME = "warm"
+"""How the slices of a solve share work unless ``--volume`` says otherwise: warm starts from the centre
+outwards, measured at 0.30 of the work of independent slices and 1.22 dB better on 8 MNI slices
+(README "Cost and quality")."""
 
 
 class Stopped(Exception):
@@ -103,7 +107,7 @@ class _SliceTraces:
 
     def __init__(self, bar: Progress, refs: list):
         self.bar, self.refs = bar, refs
-        self.iters: list[int] = []
+        self.iters: list[list[int]] = [[] for _ in refs]
         self.psnr: list[list[float]] = [[] for _ in refs]
 
     def __call__(self, it: int, state: dict):
@@ -112,14 +116,15 @@ class _SliceTraces:
             from fastsd.metrics import magnitude, psnr
 
             mags = magnitude(x.detach().cpu()).numpy()
-            for i, ref in enumerate(self.refs):
-                self.psnr[i].append(psnr(mags[i], ref))
-            self.iters.append(it)
-            state = dict(state, psnr=float(np.mean([p[-1] for p in self.psnr])))
+            slices = state.get("slices", range(len(self.refs)))  # a warm solve reports one group at a time
+            for j, i in enumerate(slices):
+                self.psnr[i].append(psnr(mags[j], self.refs[i]))
+                self.iters[i].append(it)
+            state = dict(state, psnr=float(np.mean([self.psnr[i][-1] for i in slices])))
         self.bar(it, state)
 
     def of(self, i: int) -> SimpleNamespace:
-        return SimpleNamespace(iters=self.iters if self.refs[i] is not None else [], psnr=self.psnr[i])
+        return SimpleNamespace(iters=self.iters[i] if self.refs[i] is not None else [], psnr=self.psnr[i])
 
 
 def _mean_quality(records: list[dict], key: str) -> dict | None:
@@ -172,6 +177,7 @@ def _solve_batch(args, kw: dict, scan, y, mask, maps, rows: range, folder: Path,
     from fastsd.ops.mri import MRI, coil_combined
     from fastsd.scanner.coilmaps import coil_support
     from fastsd.solvers.sdi import SelfDiffusion
+    from fastsd.solvers.volume import warm_steps
 
     task, smaps = TASKS["mri"], None if maps is None else maps[rows.start:rows.stop]
     op, yb = MRI(mask, smaps).to(dev), y[rows.start:rows.stop].to(dev)
@@ -184,7 +190,8 @@ def _solve_batch(args, kw: dict, scan, y, mask, maps, rows: range, folder: Path,
         truth = coil_combined(scan.kspace[s], None if smaps is None else smaps[i]) if retrospective else None
         outs.append(Outputs(work, task, truth, base[i:i + 1], "baseline"))
     cfg = SelfDiffusion(**kw).config(op)
-    steps = int(cfg["T"]) * int(cfg["K"])
+    T, K = int(cfg["T"]), int(cfg["K"])
+    steps = warm_steps(len(rows), T, K, cfg["warm_levels"]) if cfg["volume"] == "warm" else T * K
     bar = Progress(steps, progress,
                    f"{method_label('sdi')} slices {rows.start + 1}-{rows.stop}/{len(scan.slices)}")
     traces = _SliceTraces(bar, [o.ref for o in outs])
@@ -235,7 +242,9 @@ def reconstruct_scan(args, path: Path, folder: Path, dev: torch.device, progress
         acs = None
     S, batch = len(scan.slices), args.batch_slices or BATCH_SLICES
     kw = solving.solver_kwargs(args, TASKS["mri"].preset, dev)
+    kw.setdefault("volume", SCAN_VOLUME)
     info = {"task": "mri", "method": "sdi", "input": str(path), "format": scan.format, "slices": scan.slices,
+            "volume": kw["volume"],
             "image_size": list(scan.shape), "coils": scan.n_coils, "undersampling":
             "retrospective" if retrospective else "measured", "acceleration": acceleration_of(mask),
             "acs_lines": None if acs is None else acs[1] - acs[0], "coil_maps": method, "coil_maps_s": maps_s,

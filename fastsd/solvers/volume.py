@@ -20,7 +20,7 @@ from fastsd.graphs.step_graph import BatchedNet
 from fastsd.solvers.base import Callback, SolveResult
 from fastsd.solvers.sdi_run import WarmStart
 
-__all__ = ["warm_order", "solve_warm"]
+__all__ = ["warm_order", "warm_steps", "solve_warm"]
 
 
 def warm_order(B: int) -> list[tuple[list[int], list[int]]]:
@@ -35,10 +35,19 @@ def warm_order(B: int) -> list[tuple[list[int], list[int]]]:
     return groups
 
 
+def warm_steps(B: int, T: int, K: int, warm_levels: int) -> int:
+    """Inner steps a warm solve of B slices runs one after another (the two slices of a group step
+    together): the centre's T·K, then warm_levels·K per further group (without the plateau rule)."""
+    return T * K + (len(warm_order(B)) - 1) * warm_levels * K
+
+
 def solve_warm(solver, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None,
                callback: Callback | None = None) -> SolveResult:
     """``solver.solve`` for ``volume='warm'`` (see the module docstring); the result's ``info`` adds
-    ``order`` (the groups) and ``slice_steps`` (network training steps summed over slices)."""
+    ``order`` (the groups) and ``slice_steps`` (network training steps summed over slices). The
+    callback runs after every level of every group: ``iteration`` counts the inner steps run so
+    far (all groups, up to :func:`warm_steps`), ``state['slices']`` names the group's slices and
+    ``state['x']`` holds their images."""
     t_start = time.perf_counter()
     y = check_problem(y, op, solver.dtype)
     if not hasattr(op, "select"):
@@ -51,7 +60,7 @@ def solve_warm(solver, y: torch.Tensor, op, *, x_true: torch.Tensor | None = Non
     groups = warm_order(y.shape[0])
     ops = [op.select(g) for g, _ in groups]  # fails now, not after the centre slice, if op cannot
     done: dict[int, tuple[BatchedNet, int, torch.Tensor, torch.Tensor]] = {}  # slice -> (net, i, x̂, scale)
-    xs, results = {}, []
+    xs, results, steps_before = {}, [], 0
     for (group, sources), sub_op in zip(groups, ops):
         start = None
         if sources:
@@ -61,7 +70,8 @@ def solve_warm(solver, y: torch.Tensor, op, *, x_true: torch.Tensor | None = Non
         truth = None if x_true is None else x_true[group]
         run = solver.prepare(y[group], sub_op, x_true=truth, start=start, seeds=[solver.seed + s for s in group])
         res = solver.run_levels(run, time.perf_counter(), first=first if sources else 0, x_true=truth,
-                                callback=callback)
+                                callback=None if callback is None else _group_callback(callback, group, steps_before))
+        steps_before += res.info["iterations"]
         for j, s in enumerate(group):
             done[s] = (run.net, j, run.inner.x_hat.detach()[j], run.scale[j])
             xs[s] = res.x[j]
@@ -76,3 +86,12 @@ def solve_warm(solver, y: torch.Tensor, op, *, x_true: torch.Tensor | None = Non
                 iterations=slice_steps, runtime_s=elapsed, it_per_s=slice_steps / max(elapsed, 1e-9),
                 setup_s=sum(r.info["setup_s"] for r in results), scale=[float(done[s][3]) for s in sorted(done)])
     return SolveResult(x=x, history=history, info=info)
+
+
+def _group_callback(callback: Callback, group: list[int], steps_before: int) -> Callback:
+    """The user's callback as one group's run calls it: steps counted over the whole warm solve,
+    the group's slices named."""
+    def call(it: int, state: dict):
+        return callback(steps_before + it, dict(state, slices=list(group)))
+
+    return call
