@@ -36,6 +36,16 @@ TIMING = ("CUDA: the item's warm-up calls, then triton.testing.do_bench(fn, retu
           "items so that one item stays within about max_item_s.")
 
 
+# Section 'paper': the paper's sizes and networks on CUDA (MRI: the bundled slice's native 256²; the
+# paper used fastMRI 320²); on CPU scaled images, the small U-Net, fewer steps and a narrower DIP.
+PAPER_CUDA = dict(paper_small=False, paper_cs1d_small=False, paper_cs1d_seeds=5, paper_cs1d_dip_iters=8000,
+                  paper_mri_size=256, paper_mri_coils=8, paper_mri_TK=(40, 50), paper_mri_seeds=3,
+                  paper_img_size=256, paper_img_TK=(40, 150), paper_img_seeds=3, paper_dip_width=128)
+PAPER_CPU = dict(paper_small=True, paper_cs1d_small=False, paper_cs1d_seeds=5, paper_cs1d_dip_iters=2000,
+                 paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(40, 25), paper_mri_seeds=3,
+                 paper_img_size=64, paper_img_TK=(20, 25), paper_img_seeds=3, paper_dip_width=16)
+
+
 def config(device: torch.device, quick: bool) -> dict:
     """Sizes and repetition counts of every section: paper sizes on CUDA, small ones on CPU."""
     if device.type == "cuda":
@@ -67,6 +77,7 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
+            **PAPER_CUDA,
             max_item_s=15.0,
         )
     return dict(
@@ -97,6 +108,7 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
+        **PAPER_CPU,
         max_item_s=2.0,
     )
 
