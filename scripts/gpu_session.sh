@@ -4,8 +4,7 @@
 # kernels) and then the native MRI extension (scripts/native_gpu_check.sh: build, smoke test, GPU
 # tests, benchmark section 'native'). Everything lands under ${OUT:-gpu-out}.
 #   FASTSD_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_session.sh [step bench s] [step tests s] [native tests s] [native bench s]
-# The defaults (240 + 60 + 60 + 120 s, plus install and build) are sized for one 600 s call; the
-# whole script has not been timed on a GPU yet.
+# The defaults (240 + 60 + 60 + 120 s, plus install and build) are sized for one 600 s call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-gpu-out}

@@ -113,13 +113,13 @@ class SelfDiffusion:
             arithmetic). Default: on CUDA with bf16, where it saves the float32 copies around
             cuDNN's BatchNorm (measured 6.66 -> 6.49 ms per step; neutral in fp32).
         fused_upsample: the U-Net decoder's bilinear upsample + pad + concat as one fused op
-            (:func:`fastsd.nets.fused.fuse_upsample_concat`; same arithmetic). Off by default:
-            not yet measured on a GPU (a lever of ``benchmarks/run.py --sections levers``).
+            (:func:`fastsd.nets.fused.fuse_upsample_concat`; same arithmetic). Off by default;
+            ``python -m benchmarks.run --only levers`` times it against the unfused step.
         cudnn_benchmark: let cuDNN time its convolution algorithms during warm-up, before the
             graph is captured (default off: measured no change for the paper U-Net).
         compile: ``torch.compile`` the network's forward (and so its backward) inside the step:
             ``True`` for inductor or a backend name; the compiled code runs inside the captured
-            CUDA graph. Off by default (not yet measured on a GPU).
+            CUDA graph. Off by default; ``python -m benchmarks.run --only levers`` times it.
         use_graph: CUDA-graph the inner step (default: on CUDA). warmup: eager steps before capture.
     """
 
