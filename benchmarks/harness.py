@@ -41,9 +41,9 @@ TIMING = ("CUDA: the item's warm-up calls, then triton.testing.do_bench(fn, retu
 PAPER_CUDA = dict(paper_small=False, paper_cs1d_small=False, paper_cs1d_seeds=5, paper_cs1d_dip_iters=8000,
                   paper_mri_size=256, paper_mri_coils=8, paper_mri_TK=(40, 50), paper_mri_seeds=3,
                   paper_img_size=256, paper_img_TK=(40, 150), paper_img_seeds=3, paper_dip_width=128)
-PAPER_CPU = dict(paper_small=True, paper_cs1d_small=True, paper_cs1d_seeds=5, paper_cs1d_dip_iters=2000,
-                 paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(40, 25), paper_mri_seeds=3,
-                 paper_img_size=64, paper_img_TK=(20, 25), paper_img_seeds=3, paper_dip_width=16)
+PAPER_CPU = dict(paper_small=True, paper_cs1d_small=True, paper_cs1d_seeds=5, paper_cs1d_dip_iters=1000,
+                 paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(20, 25), paper_mri_seeds=3,
+                 paper_img_size=64, paper_img_TK=(20, 15), paper_img_seeds=3, paper_dip_width=16)
 
 
 def config(device: torch.device, quick: bool) -> dict:

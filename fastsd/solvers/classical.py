@@ -36,15 +36,24 @@ def _result(pb, x: torch.Tensor, t0: float, method: str, history: dict | None = 
                                       **info))
 
 
+def _finish(pb, x: torch.Tensor, t0: float, method: str, callback, **info) -> SolveResult:
+    """The result of a one-shot method, its data misfit ``‖A x − y‖²`` as the loss (and one callback)."""
+    history: dict[str, list[float]] = {}
+    notify(callback, info.get("iterations", 1) - 1, pb, pb.to_net(x), float(pb.fidelity(pb.to_net(x))[0].mean()),
+           history)
+    return _result(pb, x, t0, method, history, **info)
+
+
 @register_solver("zero-filled")
 class ZeroFilled(SeedSolver):
     """``A^H y`` (MRI: the coil-combined zero-filled image). ``seed`` is accepted and unused."""
 
-    def solve(self, y: torch.Tensor, op) -> SolveResult:
+    def solve(self, y: torch.Tensor, op, *, callback: Callback | None = None) -> SolveResult:
+        """``callback(0, {"x", "loss"})`` once, with the result."""
         t0 = time.perf_counter()
         pb = self.problem(y, op)
         with torch.no_grad():
-            return _result(pb, pb.op.adjoint(pb.y), t0, self.method)
+            return _finish(pb, pb.op.adjoint(pb.y), t0, self.method, callback)
 
 
 @register_solver("cg-sense")
@@ -57,12 +66,13 @@ class CGSense(SeedSolver):
         check_count(iterations=iterations)
         self.iterations = int(iterations)
 
-    def solve(self, y: torch.Tensor, op) -> SolveResult:
+    def solve(self, y: torch.Tensor, op, *, callback: Callback | None = None) -> SolveResult:
+        """``callback(iterations - 1, {"x", "loss"})`` once, with the result."""
         t0 = time.perf_counter()
         pb = self.problem(y, op)
         with torch.no_grad():
             x = pb.op.pinv(pb.y, iters=self.iterations)
-        return _result(pb, x, t0, self.method, iterations=self.iterations)
+            return _finish(pb, x, t0, self.method, callback, iterations=self.iterations)
 
 
 class Wavelet:
