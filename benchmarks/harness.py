@@ -42,8 +42,9 @@ PAPER_CUDA = dict(paper_small=False, paper_cs1d_small=False, paper_cs1d_seeds=5,
                   paper_mri_size=256, paper_mri_coils=8, paper_mri_TK=(40, 50), paper_mri_seeds=3,
                   paper_img_size=256, paper_img_TK=(40, 150), paper_img_seeds=3, paper_dip_width=128)
 PAPER_CPU = dict(paper_small=True, paper_cs1d_small=True, paper_cs1d_seeds=5, paper_cs1d_dip_iters=1000,
-                 paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(20, 25), paper_mri_seeds=3,
-                 paper_img_size=64, paper_img_TK=(20, 15), paper_img_seeds=3, paper_dip_width=16)
+                 paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(10, 25), paper_mri_seeds=3,
+                 paper_img_size=64, paper_img_TK=(10, 15), paper_img_seeds=3, paper_dip_width=16)
+PAPER_PARTS = ("cs1d", "mri", "images")
 
 
 def config(device: torch.device, quick: bool) -> dict:
@@ -77,7 +78,7 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
-            **PAPER_CUDA,
+            **PAPER_CUDA, paper_parts=list(PAPER_PARTS),
             max_item_s=15.0,
         )
     return dict(
@@ -108,7 +109,7 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
-        **PAPER_CPU,
+        **PAPER_CPU, paper_parts=list(PAPER_PARTS),
         max_item_s=2.0,
     )
 
@@ -130,6 +131,7 @@ class Bench:
         self.results: list[dict] = []
         self.copy_gbps: float | None = None  # set by the 'copy' section, read by 'ops'
         self.best_lever: str | None = None  # set by the 'levers' section, read by 'anchor'
+        self.after_item = None  # called after every item (main: rewrite the report)
 
     # -- budget ----------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -220,6 +222,9 @@ class Bench:
             self.error(section, name, params, exc)
             self.free()
             return None
+        finally:
+            if self.after_item is not None:
+                self.after_item()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +415,7 @@ def main(argv=None, description: str | None = None) -> int:
         path.with_suffix(".md").write_text(md)
         return md
 
+    b.after_item = write  # a run killed inside a long section still leaves its finished items
     for sec, mod in SECTIONS.items():
         if sec not in only:
             continue

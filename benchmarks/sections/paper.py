@@ -236,7 +236,13 @@ def _images(b) -> None:
             _row(b, f"{task}/{key}", f"{title}, {label}", f"{setup}; {budget}", seeds, run_seed)
 
 
+PARTS = {"cs1d": _cs1d, "mri": _mri, "images": _images}
+
+
 def run(b) -> None:
-    for part in (_cs1d, _mri, _images):
-        b.log(f"paper: {part.__name__[1:]}")
-        part(b)
+    """The parts named in ``paper_parts`` (default all: cs1d, mri, images), in that order."""
+    for name in b.cfg["paper_parts"]:
+        if name not in PARTS:
+            raise ValueError(f"paper_parts: unknown part {name!r}; choose from {', '.join(PARTS)}")
+        b.log(f"paper: {name}")
+        PARTS[name](b)
