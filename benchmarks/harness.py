@@ -78,7 +78,7 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
-            **PAPER_CUDA, paper_parts=list(PAPER_PARTS),
+            **PAPER_CUDA, paper_parts=list(PAPER_PARTS), paper_skip=[],
             max_item_s=15.0,
         )
     return dict(
@@ -109,7 +109,7 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
-        **PAPER_CPU, paper_parts=list(PAPER_PARTS),
+        **PAPER_CPU, paper_parts=list(PAPER_PARTS), paper_skip=[],
         max_item_s=2.0,
     )
 

@@ -58,8 +58,18 @@ def _fmt(vals: list[float]) -> str:
     return f"{sum(vals) / len(vals):.4g} ({min(vals):.4g}..{max(vals):.4g})"
 
 
-def _row(b, key: str, experiment: str, setup: str, seeds: list[int], run_seed) -> None:
-    """One table row: ``run_seed(seed) -> dict(value=..., ssim=...)`` for every seed, timed."""
+def _row(jobs: list, key: str, experiment: str, setup: str, seeds: list[int], run_seed) -> None:
+    """Queue one table row: ``run_seed(seed) -> dict(value=..., ssim=...)`` for every seed."""
+    jobs.append((key, experiment, setup, seeds, run_seed))
+
+
+def _cost(key: str) -> int:
+    """Run order: the classical methods first (seconds), then SDI, DIP and the SDI variants."""
+    method = key.split("/")[1]
+    return {"sdi": 1, "dip": 2}.get(method, 3 if method.startswith("sdi") else 0)
+
+
+def _measure(b, key: str, experiment: str, setup: str, seeds: list[int], run_seed) -> None:
     device = "CPU" if b.device.type == "cpu" else (torch.cuda.get_device_name(b.device))
 
     def body():
@@ -92,7 +102,7 @@ def cs1d_signal(n: int = 128) -> torch.Tensor:
     return sum(a * torch.sin(2 * math.pi * f * i / n) for a, f in CS1D_SIGNAL).float()
 
 
-def _cs1d(b) -> None:
+def _cs1d(b, jobs: list) -> None:
     cfg, dev = b.cfg, b.device
     seeds = list(range(cfg["paper_cs1d_seeds"]))
     x = cs1d_signal().to(dev)
@@ -107,8 +117,10 @@ def _cs1d(b) -> None:
         spectra.append(torch.fft.rfft(state["x"][0].double().cpu()).abs())
 
     def sdi():  # every seed at once: problem s of the batch runs with seed s
-        return fastsd.solve(y, op, "sdi", preset="cs1d", small=cfg["paper_cs1d_small"], beta_start=CS1D_BETAS[0],
-                            beta_end=CS1D_BETAS[1], seed=seeds[0], callback=keep_spectrum).x
+        x_hat = fastsd.solve(y, op, "sdi", preset="cs1d", small=cfg["paper_cs1d_small"], beta_start=CS1D_BETAS[0],
+                             beta_end=CS1D_BETAS[1], seed=seeds[0], callback=keep_spectrum).x
+        _figure(spectra, torch.fft.rfft(x.double().cpu()).abs())
+        return x_hat
 
     def dip():
         return fastsd.solve(y, op, "dip", iterations=dip_iters, width=dip_w, seed=seeds[0]).x
@@ -123,9 +135,7 @@ def _cs1d(b) -> None:
                 errors.extend(torch.linalg.vector_norm(solve().double() - x.double(), dim=1).tolist())
             return dict(value=errors[s])
 
-        _row(b, f"cs1d/{name}", f"1-D CS error, {name.upper()}", f"{problem}; {budget}", seeds, from_batch)
-    if spectra:
-        _figure(spectra, torch.fft.rfft(x.double().cpu()).abs())
+        _row(jobs, f"cs1d/{name}", f"1-D CS error, {name.upper()}", f"{problem}; {budget}", seeds, from_batch)
 
 
 def _figure(spectra: list[torch.Tensor], truth: torch.Tensor) -> None:
@@ -157,7 +167,7 @@ def _figure(spectra: list[torch.Tensor], truth: torch.Tensor) -> None:
 # -- MRI ----------------------------------------------------------------------------------------
 
 
-def _mri(b) -> None:
+def _mri(b, jobs: list) -> None:
     cfg, dev = b.cfg, b.device
     n, coils, (T, K) = cfg["paper_mri_size"], cfg["paper_mri_coils"], cfg["paper_mri_TK"]
     seeds = list(range(cfg["paper_mri_seeds"]))
@@ -194,17 +204,17 @@ def _mri(b) -> None:
         for key, label, opts, budget in rows:
             method = key if not key.startswith("sdi") else "sdi"
 
-            def run_seed(s, method=method, opts=opts):
+            def run_seed(s, method=method, opts=opts, problem=problem):
                 y, op = problem(s)
                 return score(fastsd.solve(y, op, method, seed=s, **opts).x)
 
-            _row(b, f"mri{acc}x/{key}", f"MRI {acc}x, {label}", f"{setup}; {budget}", seeds, run_seed)
+            _row(jobs, f"mri{acc}x/{key}", f"MRI {acc}x, {label}", f"{setup}; {budget}", seeds, run_seed)
 
 
 # -- natural images ---------------------------------------------------------------------------
 
 
-def _images(b) -> None:
+def _images(b, jobs: list) -> None:
     cfg, dev = b.cfg, b.device
     n, (T, K) = cfg["paper_img_size"], cfg["paper_img_TK"]
     seeds = list(range(cfg["paper_img_seeds"]))
@@ -228,21 +238,30 @@ def _images(b) -> None:
                 ("l1-wavelet", "L1-wavelet", dict(lam_rel=LAM_REL["image"]), f"db4, λ={LAM_REL['image']:g}·λmax, 200 it."),
                 ("pinv", "A^+ y", None, "pseudo-inverse")]
         for key, label, opts, budget in rows:
-            def run_seed(s, key=key, opts=opts):
+            def run_seed(s, key=key, opts=opts, problem=problem):
                 x, op, y = problem(s)
                 out = op.pinv(y) if opts is None else fastsd.solve(y, op, key, seed=s, **opts).x
                 return score(out, x)
 
-            _row(b, f"{task}/{key}", f"{title}, {label}", f"{setup}; {budget}", seeds, run_seed)
+            _row(jobs, f"{task}/{key}", f"{title}, {label}", f"{setup}; {budget}", seeds, run_seed)
 
 
 PARTS = {"cs1d": _cs1d, "mri": _mri, "images": _images}
 
 
 def run(b) -> None:
-    """The parts named in ``paper_parts`` (default all: cs1d, mri, images), in that order."""
+    """The rows of the parts named in ``paper_parts`` (default all: cs1d, mri, images) but those in
+    ``paper_skip``, cheapest kind first (a run cut short keeps the most rows); the records are then
+    put back in table order."""
+    jobs: list = []
     for name in b.cfg["paper_parts"]:
         if name not in PARTS:
             raise ValueError(f"paper_parts: unknown part {name!r}; choose from {', '.join(PARTS)}")
-        b.log(f"paper: {name}")
-        PARTS[name](b)
+        PARTS[name](b, jobs)
+    jobs = [j for j in jobs if j[0] not in b.cfg["paper_skip"]]
+    order = {f"paper/{j[0]}": i for i, j in enumerate(jobs)}
+    for job in sorted(jobs, key=lambda j: _cost(j[0])):
+        b.log(f"paper: {job[0]}")
+        _measure(b, *job)
+    mine = sorted((r for r in b.results if r["name"] in order), key=lambda r: order[r["name"]])
+    b.results[:] = [r for r in b.results if r["name"] not in order] + mine
