@@ -40,6 +40,16 @@ TIMING = ("CUDA: the item's warm-up calls, then triton.testing.do_bench(fn, retu
 FRONTIER = dict(frontier_coils=8, frontier_seeds=3, frontier_tolerance_db=0.3, frontier_scan_schedule=None,
                 frontier_warm_fractions=[0.1, 0.2], frontier_log=None, frontier_k_scale=1.0)
 
+# Section 'paper': the paper's sizes and networks on CUDA (MRI: the bundled slice's native 256²; the
+# paper used fastMRI 320²); on CPU scaled images, the small U-Net, fewer steps and a narrower DIP.
+PAPER_CUDA = dict(paper_small=False, paper_cs1d_small=False, paper_cs1d_seeds=5, paper_cs1d_dip_iters=8000,
+                  paper_mri_size=256, paper_mri_coils=8, paper_mri_TK=(40, 50), paper_mri_seeds=3,
+                  paper_img_size=256, paper_img_TK=(40, 150), paper_img_seeds=3, paper_dip_width=128)
+PAPER_CPU = dict(paper_small=True, paper_cs1d_small=True, paper_cs1d_seeds=5, paper_cs1d_dip_iters=1000,
+                 paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(10, 25), paper_mri_seeds=3,
+                 paper_img_size=64, paper_img_TK=(10, 15), paper_img_seeds=3, paper_dip_width=16)
+PAPER_PARTS = ("cs1d", "mri", "images")
+
 
 def config(device: torch.device, quick: bool) -> dict:
     """Sizes and repetition counts of every section: paper sizes on CUDA, small ones on CPU."""
@@ -74,6 +84,7 @@ def config(device: torch.device, quick: bool) -> dict:
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
             **FRONTIER, frontier_size=320, frontier_small=False, frontier_slices=16, frontier_volume_depth=96,
             frontier_workers=1,
+            **PAPER_CUDA, paper_parts=list(PAPER_PARTS), paper_skip=[],
             max_item_s=15.0,
         )
     return dict(
@@ -106,6 +117,7 @@ def config(device: torch.device, quick: bool) -> dict:
         native_sizes=[],  # CUDA only
         **FRONTIER, frontier_size=128, frontier_small=True, frontier_slices=8, frontier_volume_depth=96,
         frontier_workers=2,
+        **PAPER_CPU, paper_parts=list(PAPER_PARTS), paper_skip=[],
         max_item_s=2.0,
     )
 
@@ -127,6 +139,7 @@ class Bench:
         self.results: list[dict] = []
         self.copy_gbps: float | None = None  # set by the 'copy' section, read by 'ops'
         self.best_lever: str | None = None  # set by the 'levers' section, read by 'anchor'
+        self.after_item = None  # called after every item (main: rewrite the report)
 
     # -- budget ----------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -217,6 +230,9 @@ class Bench:
             self.error(section, name, params, exc)
             self.free()
             return None
+        finally:
+            if self.after_item is not None:
+                self.after_item()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +423,7 @@ def main(argv=None, description: str | None = None) -> int:
         path.with_suffix(".md").write_text(md)
         return md
 
+    b.after_item = write  # a run killed inside a long section still leaves its finished items
     for sec, mod in SECTIONS.items():
         if sec not in only:
             continue

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run [--quick] [--out DIR] [--only copy,ops,step,levers,batch,anchor,volume3d]
+    python -m benchmarks.run [--quick] [--out DIR] [--only copy,ops,step,levers,batch,anchor,volume3d,paper]
                              [--budget-s 420] [--threads N] [--set KEY=JSON ...]
 
 Sections (:mod:`benchmarks.sections`, one module each; each one failing is recorded and the rest
@@ -25,6 +25,9 @@ still run; once ``--budget-s`` seconds have passed the remaining items are skipp
    the same measurements, several seeds, wall time and PSNR.
 7. ``volume3d`` — 3-D MRI on the bundled head volume: zero-filled, 3-D SDI and slice-by-slice 2-D
    SDI, PSNR/SSIM, wall time (and peak memory on CUDA) per seed. Runs only when named in ``--only``.
+8. ``paper`` — the SDI paper's first experiments (1-D CS, MRI 4x/6x with the w/o-ε ablation, natural
+   images) beside CG-SENSE, L1-wavelet, zero-filled and DIP: one table of the paper's number next to
+   fastsd's over seeds, with the size and device of each row. Runs only when named in ``--only``.
 
 Results go to ``DIR/<YYYY-MM-DD>-<device>.json`` (default ``benchmarks/results``) with a markdown
 table next to it (also printed). CUDA timings use :func:`triton.testing.do_bench`; CPU timings

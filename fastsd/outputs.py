@@ -46,7 +46,8 @@ def quality(x: np.ndarray, ref: np.ndarray) -> dict:
 
 
 _LABELS = {"sdi": "SDI", "dip": "DIP", "aseqdip": "aSeqDIP", "ddgm": "DDGM", "dps": "DPS",
-           "projdiff": "ProjDiff", "dmplug": "DMPlug", "unfolding": "Diff-Unfolding"}
+           "projdiff": "ProjDiff", "dmplug": "DMPlug", "unfolding": "Diff-Unfolding", "cg-sense": "CG-SENSE",
+           "l1-wavelet": "L1-wavelet"}
 
 
 def method_label(method: str) -> str:
@@ -129,8 +130,9 @@ def summary_text(metrics: dict, baseline_name: str, baseline_key: str = "baselin
              f"{metrics['it_per_s']:.1f} it/s)"]
     pairs = [(baseline_key, baseline_name), (f"{method}_before_dc", f"{label} (no DC)"),
              (method, label + (" + DC" if f"{method}_before_dc" in metrics else ""))]
+    pairs += [(name, method_label(name)) for name in metrics.get("compare", [])]
     for key, name in pairs:
-        if key in metrics:
+        if "psnr" in metrics.get(key, {}):
             m = metrics[key]
             ssim = "n/a" if m["ssim"] is None else f"{m['ssim']:.4f}"
             lines.append(f"{name:>14}: PSNR {m['psnr']:.2f} dB  SSIM {ssim}  NMSE {m['nmse']:.4g}")

@@ -22,6 +22,9 @@ OPTIONS = {
     "projdiff": dict(steps=2, denoiser=_denoiser),
     "dmplug": dict(iterations=2, denoiser=_denoiser),
     "unfolding": dict(steps=2, denoiser=_denoiser),
+    "zero-filled": {},
+    "cg-sense": dict(iterations=3),
+    "l1-wavelet": dict(iterations=3),
 }
 METHODS = available_solvers()
 
@@ -71,7 +74,8 @@ def test_float64_is_honoured_where_the_operator_computes_in_it(method):
     op, y = _inpainting()  # float32 measurement, an operator that also computes in float64
     res = fastsd.solve(y, op, method, seed=0, device="cpu", dtype=torch.float64, **OPTIONS[method])
     assert res.x.dtype == torch.float64 and torch.isfinite(res.x).all()
-    assert not torch.equal(res.x.float().double(), res.x)  # computed in float64, not cast at the end
+    if method not in ("zero-filled", "cg-sense"):  # A^H y, A^+ y of a 0/1 mask: exact in float32 too
+        assert not torch.equal(res.x.float().double(), res.x)  # computed in float64, not cast at the end
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -328,6 +328,7 @@ def test_train_denoiser_bad_options_exit_2(tmp_path, capsys):
 def test_every_method_on_cuda(tmp_path):
     """Each registered solver through the CLI on a GPU (CUDA graphs for dip/aseqdip/dmplug/unfolding),
     with a denoiser trained on the GPU; each run must finish with a finite reconstruction."""
+    from fastsd.cli.solving import solver_options
     from fastsd.solvers import available_solvers
 
     ckpt = tmp_path / "d.pt"
@@ -335,8 +336,9 @@ def test_every_method_on_cuda(tmp_path):
                  "--patch", "32", "--batch-size", "8", "--device", "cuda"]) == 0
     src = _gray_npy(tmp_path / "g.npy", size=32)
     for method in available_solvers():
-        extra = ["--T", "2", "--K", "3", "--small"] if method == "sdi" else ["--iterations", "20"]
-        if method not in ("sdi", "dip", "aseqdip"):
+        extra = ["--T", "2", "--K", "3", "--small"] if method == "sdi" else [] if method == "zero-filled" \
+            else ["--iterations", "20"]
+        if "denoiser" in solver_options(method):
             extra += ["--denoiser", str(ckpt)]
         out = tmp_path / method
         assert main(["reconstruct", str(src), "--task", "inpaint", "--method", method, "--device", "cuda",

@@ -77,6 +77,9 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
         priors = ", ".join(m for m in available_solvers() if "denoiser" in solver_options(m))
         _only(g.add_argument("--method", choices=available_solvers(), default=None,
                              help=f"solver (default: sdi, the only one in 3-D); {priors} need --denoiser"), False)
+        _only(g.add_argument("--compare", default=None, metavar="M1,M2",
+                             help="also run these classical baselines (zero-filled, cg-sense, l1-wavelet) on the same "
+                                  "measurements and store their PSNR/SSIM in metrics.json beside the method's"), False)
         _only(g.add_argument("--iterations", type=int, default=None,
                              help="non-SDI methods: the solver's iteration/step count (default: the solver's)"), False)
         _only(g.add_argument("--denoiser", default=None, metavar="CKPT",

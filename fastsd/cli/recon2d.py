@@ -22,7 +22,7 @@ from fastsd.cli import scan, solving
 from fastsd.cli.batch import run_directory
 from fastsd.cli.common import Interrupted, UsageError, device, one_line, stopped
 from fastsd.cli.results import ResultFolder
-from fastsd.outputs import Outputs, summary_text
+from fastsd.outputs import Outputs, quality, summary_text
 from fastsd.tasks import TASKS, display
 
 __all__ = ["cmd_demo", "cmd_reconstruct"]
@@ -85,6 +85,7 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
     with torch.no_grad():
         baseline = task.baseline(op, y)
     outputs = Outputs(folder, task, truth, baseline, baseline_key)
+    compared = solving.run_baselines(getattr(args, "compare", None) or [], y, op, dev, args.seed)
     method = args.method
     if method == "sdi":
         kw = solving.solver_kwargs(args, task.preset, dev)
@@ -93,6 +94,11 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
         result, trace = solving.run_method(args, task_name, y, op, outputs.ref, dev, progress, denoiser)
     size = list(op.img_size) if task.complex and hasattr(op, "img_size") else list(y.shape[-2:])
     info = {"task": task_name, "input": str(path) if path is not None else None, "image_size": size, **(extra or {})}
+    if compared:  # each baseline's quality beside the method's, under its name
+        info["compare"] = list(compared)
+        for name, res in compared.items():
+            score = quality(display(res.x, task), outputs.ref) if outputs.ref is not None else {}
+            info[name] = {**score, "runtime_s": res.info["runtime_s"]}
     if denoiser is not None:
         info["denoiser"] = str(args.denoiser)
     recon, before = result.x, None

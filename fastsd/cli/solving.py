@@ -16,7 +16,7 @@ from fastsd.progress import Progress, Trace
 from fastsd.tasks import TASKS, Task, display
 
 __all__ = ["solver_options", "check_method_options", "solver_kwargs", "run_solver", "run_method", "noise_std",
-           "load_denoiser"]
+           "load_denoiser", "compare_methods", "run_baselines"]
 
 
 def solver_options(method: str) -> dict:
@@ -62,6 +62,38 @@ def check_method_options(args) -> None:
                           f"'fastsd train-denoiser --out denoiser.pt' and pass --denoiser denoiser.pt")
     if "denoiser" not in params and args.denoiser is not None:
         raise UsageError(f"--method {method} uses no denoiser; drop --denoiser")
+    args.compare = compare_methods(getattr(args, "compare", None), method)
+
+
+def compare_methods(value: str | None, method: str) -> list[str]:
+    """The baselines named by ``--compare`` (comma-separated, each once, none of them ``--method``)."""
+    from fastsd.solvers.classical import BASELINES
+
+    if isinstance(value, list) or not value:
+        return list(value or [])
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for name in names:
+        if name not in BASELINES:
+            raise UsageError(f"--compare: unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        if name == method:
+            raise UsageError(f"--compare {name}: that is already the --method")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--compare names a baseline twice: {value!r}")
+    return names
+
+
+def run_baselines(names: list[str], y, op, dev: torch.device, seed: int) -> dict:
+    """``{name: SolveResult}`` of each ``--compare`` baseline on the measurements (default options);
+    run before the main solve, so that a baseline that cannot serve the problem fails first."""
+    from fastsd.api import solve
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = solve(y, op, name, seed=seed, device=dev)
+        except ValueError as e:
+            raise UsageError(f"--compare {name}: {e}") from None
+    return out
 
 
 
