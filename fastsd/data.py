@@ -12,11 +12,14 @@ Readers raise ``ValueError`` with the path and the problem for missing or malfor
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from fastsd.limits import check_float32_range, check_input_size, check_values
 
 __all__ = ["mri_slice", "natural_image", "load_image", "load_mri_image", "load_fastmri", "resize", "NATURAL_IMAGES",
            "ImageRangeWarning"]
@@ -109,7 +112,6 @@ def _unit_range(a: np.ndarray, what: str) -> np.ndarray:
     the 8- or 16-bit range their values fit, with a warning; floats in [0, 1] as they are, floats in
     [0, 255] with maximum > 2 as 8-bit intensities (/ 255), any other floats min-max rescaled; every
     rescale of a float or wide integer image is announced by an :class:`ImageRangeWarning`."""
-    import warnings
 
     if a.dtype == bool:
         return a.astype(np.float32)
@@ -166,6 +168,7 @@ def _array_to_image(a: np.ndarray, what: str, gray: bool = False, unit_range: bo
         a = a[:-1]
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise ValueError(f"{what}: contains non-finite values")
+    check_float32_range(a, what)
     a = _unit_range(a, what) if unit_range else a.astype(np.float32)
     if gray and a.shape[0] == 3:
         a = (0.2125 * a[0] + 0.7154 * a[1] + 0.0721 * a[2])[None]
@@ -186,6 +189,7 @@ def _check_file(path, suffixes: tuple[str, ...]) -> Path:
 def load_array(path) -> np.ndarray:
     """Raw contents of a .npy or .png file as a NumPy array (no scaling)."""
     path = _check_file(path, (".npy", ".png"))
+    check_input_size(path)  # from the header, before decoding
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
@@ -214,6 +218,7 @@ def load_mri_image(path, size: int | tuple[int, int] | None = None) -> torch.Ten
                              f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}, got shape {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"{path}: contains non-finite values")
+        check_float32_range(a, str(path))
         t = torch.from_numpy(a.astype(np.complex64))
         x = torch.stack([t.real, t.imag])[None]
     else:
@@ -246,14 +251,23 @@ def load_fastmri(path, slice_index: int | None = None) -> dict:
         if "kspace" not in f:
             raise ValueError(f"{path}: no 'kspace' dataset (found: {', '.join(f.keys()) or 'nothing'})")
         ks = f["kspace"]
+        if not isinstance(ks, h5py.Dataset):
+            raise ValueError(f"{path}: 'kspace' is an HDF5 {type(ks).__name__.lower()}, not a dataset")
         if ks.ndim not in (3, 4):
             raise ValueError(f"{path}: kspace must be (slices, H, W) or (slices, coils, H, W), got {ks.shape}")
         n = ks.shape[0]
         idx = n // 2 if slice_index is None else int(slice_index)
         if not 0 <= idx < n:
             raise ValueError(f"{path}: slice {idx} out of range (file has {n} slices)")
+        check_values(path, ks.shape[1:], "a kspace slice")
         k = np.asarray(ks[idx])
-        rss = np.asarray(f["reconstruction_rss"][idx], dtype=np.float32) if "reconstruction_rss" in f else None
+        rss = f.get("reconstruction_rss")
+        if rss is not None and not (isinstance(rss, h5py.Dataset) and rss.ndim == 3 and rss.shape[0] == n):
+            shape = getattr(rss, "shape", type(rss).__name__)
+            warnings.warn(f"{path}: reconstruction_rss ({shape}) does not hold one image per kspace slice ({n}); "
+                          f"ignored", stacklevel=2)
+            rss = None
+        rss = None if rss is None else np.asarray(rss[idx], dtype=np.float32)
     if not np.iscomplexobj(k):
         raise ValueError(f"{path}: kspace must be complex, got {k.dtype}")
     if k.ndim == 2:
