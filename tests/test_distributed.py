@@ -101,7 +101,7 @@ def test_directory_errors_and_name_clashes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "o")] + FAST) == 2
     assert "no .npy, .png or .h5 files" in capsys.readouterr().err
-    from fastsd.cli import _output_dirs
+    from fastsd.cli.recon2d import _output_dirs
 
     files = [Path("a.npy"), Path("a.png"), Path("b.npy")]
     assert _output_dirs(files, Path("o"), True) == [Path("o/a_npy"), Path("o/a_png"), Path("o/b_npy")]
