@@ -275,4 +275,6 @@ def load_fastmri(path, slice_index: int | None = None) -> dict:
     k = torch.from_numpy(k.astype(np.complex64))
     if not torch.isfinite(torch.view_as_real(k)).all():
         raise ValueError(f"{path}: kspace contains non-finite values")
+    if not bool(k.ne(0).any()):
+        raise ValueError(f"{path}: kspace slice {idx} is all zeros (nothing was measured)")
     return {"kspace": k, "rss": None if rss is None else torch.from_numpy(rss), "slice": idx, "n_slices": n}

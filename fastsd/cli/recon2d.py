@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from fastsd import tasks
-from fastsd.cli import solving
+from fastsd.cli import sanity, solving
 from fastsd.cli.common import Interrupted, UsageError, device, one_line
 from fastsd.outputs import Outputs, ResultDir, record, summary_text, to_json
 from fastsd.tasks import TASKS, display
@@ -38,6 +38,7 @@ def _setup_mri(args, path: Path | None, dev):
     fastmri = path is not None and path.suffix.lower() in (".h5", ".hdf5")
     if fastmri:
         k = load_fastmri(path, args.slice)["kspace"]
+        sanity.check_measured_kspace_options(args, path, k.shape[0])
         shape = k.shape[-2:]
         if args.size is not None:
             warnings.warn(f"{path}: --size is ignored for fastMRI k-space (used at its own {shape[0]}x{shape[1]})",
@@ -53,7 +54,7 @@ def _setup_mri(args, path: Path | None, dev):
     if fastmri:
         y, op, x = tasks.kspace_problem(k, mask, args.acs)
     else:
-        y, op = tasks.simulate_mri(x, mask, args.coils, args.noise or 0.0, args.seed)
+        y, op = tasks.simulate_mri(x, mask, args.coils or 1, args.noise or 0.0, args.seed)
     return y.to(dev), op.to(dev), x.to(dev)
 
 
@@ -72,7 +73,9 @@ def _setup_image(args, path: Path, dev):
     H, W = x.shape[-2:]
     if args.task == "inpaint" and args.box >= min(H, W):
         raise UsageError(f"--box {args.box} covers the whole {H}x{W} image; choose a smaller box")
+    sanity.check_image_options(args, H, W)
     op = tasks.image_operator(args.task, (H, W), seed=args.seed, **{k: getattr(args, k) for k in _IMAGE_OPTIONS[args.task]})
+    sanity.check_observed(args, op, H, W)
     if args.task == "denoise" and args.measured:
         return x.to(dev), op.to(dev), None
     y = tasks.simulate_image(op, x, solving.noise_std(args, TASKS[args.task]), args.seed)
@@ -88,10 +91,16 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
     """Set up the problem from ``path``, write the input pictures into ``folder``, solve with
     ``args.method`` and write the rest (with the wall time since ``started`` when given); returns
     the metrics."""
+    with sanity.naming(path, folder):
+        return _reconstruct_named(args, task_name, path, folder, dev, progress, denoiser, extra, baseline_key, started)
+
+
+def _reconstruct_named(args, task_name, path, folder, dev, progress, denoiser, extra, baseline_key, started) -> dict:
     task = TASKS[task_name]
     if path is not None and path.suffix.lower() in (".h5", ".hdf5") and task_name != "mri":
         raise UsageError(f"{path}: fastMRI .h5 input needs --task mri")
     y, op, truth = (_setup_mri if task.complex else _setup_image)(args, path, dev)
+    sanity.check_network_size(args, *op.adjoint(y).shape[-2:], solving.solver_kwargs(args, task.preset, dev)["small"])
     with torch.no_grad():
         baseline = task.baseline(op, y)
     outputs = Outputs(folder, task, truth, baseline, baseline_key)
@@ -101,6 +110,7 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
         result, trace = solving.run_solver(method, y, op, kw, outputs.ref, lambda x: display(x, task), progress)
     else:
         result, trace = solving.run_method(args, task_name, y, op, outputs.ref, dev, progress, denoiser)
+    sanity.check_result(result, y, op, f"the {method} result")  # non-finite or diverged: nothing written
     size = list(op.img_size) if task.complex and hasattr(op, "img_size") else list(y.shape[-2:])
     info = {"task": task_name, "input": str(path) if path is not None else None, "image_size": size, **(extra or {})}
     if denoiser is not None:
@@ -172,6 +182,9 @@ def cmd_reconstruct(args) -> int:
 
     if args.measured and args.task != "denoise":
         raise UsageError("--measured is only supported for --task denoise")
+    if args.dc and args.task == "denoise":
+        raise UsageError("--dc does not apply to --task denoise: its measurement is the noisy image, which data "
+                         "consistency would return unchanged")
     solving.check_method_options(args)
     src = Path(args.input)
     from_dir = src.is_dir()

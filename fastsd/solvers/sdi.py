@@ -215,13 +215,17 @@ class SelfDiffusion:
         size = small if self.small else full
         return self.width or size["width"], self.depth or size["depth"]
 
+    def min_image_size(self, spatial_dims: int = 2) -> int:
+        """Smallest image side of the default U-Net, ``2**(depth + 1)``: it halves the image ``depth``
+        times and needs 2 pixels a side at the bottom (train-mode BatchNorm). 1 for a user's net."""
+        return 1 if self.net is not None else 2 ** (self._unet_size(spatial_dims)[1] + 1)
+
     def _check_image_size(self, layout: NetLayout) -> None:
-        """The default U-Net halves the image ``depth`` times and needs 2 pixels a side at the bottom
-        (train-mode BatchNorm): images below ``2**(depth + 1)`` are refused before any work."""
-        if self.net is not None or layout.spatial_dims not in (2, 3):
+        """Images below :meth:`min_image_size` are refused before any work."""
+        if layout.spatial_dims not in (2, 3):
             return
+        need, size = self.min_image_size(layout.spatial_dims), tuple(layout.net_shape[2:])
         depth = self._unet_size(layout.spatial_dims)[1]
-        need, size = 2 ** (depth + 1), tuple(layout.net_shape[2:])
         if min(size) < need:
             shown = "x".join(map(str, size))
             raise ValueError(f"images of {shown} are smaller than the U-Net's minimum of {need} a side (depth {depth}); "
