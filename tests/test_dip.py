@@ -50,26 +50,34 @@ def test_skipnet_rejects_bad_sizes():
 # -- DIP against a hand-written loop -----------------------------------------------------------
 
 
-def test_dip_equals_hand_written_loop():
-    """The solver (BatchedNet, fused fidelity, in-place step) does exactly the textbook DIP loop on
-    a plain SkipNet: Adam on ‖A f(z) − y‖², z ~ U(0, 0.1) from the CPU generator seeded ``seed``."""
-    x, op, y = _inpainting()
-    iters, seed = 6, 5
-    res = DIP(iterations=iters, input_channels=4, seed=seed, **NET).solve(y, op)
+def _hand_written_dip(op, y, iters: int, seed: int, noise_std: float = 0.0):
+    """The textbook DIP loop on a plain SkipNet: Adam on ‖A f(z + σ ε_i) − y‖², z ~ U(0, 0.1) from
+    the CPU generator seeded ``seed``, ε_i the counter-based noise of step i. Returns (f(z), losses)."""
+    from fastsd.functional.noise import gaussian_noise
 
     torch.manual_seed(seed)
     net = SkipNet(4, 1, depth=2, channels_down=8, channels_up=8, channels_skip=2).double()
     z = 0.1 * torch.rand((4, 16, 16), generator=torch.Generator().manual_seed(seed)).double()[None]
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
-    for _ in range(iters):
+    for i in range(iters):
         opt.zero_grad()
-        loss = (op(net(z)) - y).square().sum()
+        z_in = z + noise_std * gaussian_noise(z.float(), torch.tensor([seed]), torch.tensor(i)).double() \
+            if noise_std else z
+        loss = (op(net(z_in)) - y).square().sum()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     with torch.no_grad():
-        ref = net(z)
+        return net(z), losses
+
+
+def test_dip_equals_hand_written_loop():
+    """The solver (BatchedNet, fused fidelity, in-place step) does exactly the textbook DIP loop."""
+    x, op, y = _inpainting()
+    iters, seed = 6, 5
+    res = DIP(iterations=iters, input_channels=4, seed=seed, **NET).solve(y, op)
+    ref, losses = _hand_written_dip(op, y, iters, seed)
     # Not bit-equal: the fused fidelity gradient rounds differently from autograd, and Adam turns the
     # rounding noise on zero-gradient parameters (conv biases ahead of BatchNorm) into ~lr·1e-6 steps.
     # A real deviation (lr, input, loss scale, noise) moves the output by ~1e-2.
@@ -244,21 +252,8 @@ def test_dmplug_early_stopping_returns_the_recorded_best_not_the_last_output():
 def test_dip_input_noise_is_fresh_at_every_step():
     """DIP with input noise equals the hand-written loop whose step i adds the counter-based noise
     of step i (``gaussian_noise(z, seed, i)``): a counter that never advances reuses step 0's noise."""
-    from fastsd.functional.noise import gaussian_noise
-
     x, op, y = _inpainting()
     iters, seed, std = 5, 3, 0.05
     res = DIP(iterations=iters, input_channels=4, reg_noise_std=std, seed=seed, **NET).solve(y, op)
-    torch.manual_seed(seed)
-    net = SkipNet(4, 1, depth=2, channels_down=8, channels_up=8, channels_skip=2).double()
-    z = 0.1 * torch.rand((4, 16, 16), generator=torch.Generator().manual_seed(seed)).double()[None]
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for i in range(iters):
-        opt.zero_grad()
-        eps = gaussian_noise(z.float(), torch.tensor([seed]), torch.tensor(i)).double()
-        loss = (op(net(z + std * eps)) - y).square().sum()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    _, losses = _hand_written_dip(op, y, iters, seed, std)
     assert res.history["loss"] == pytest.approx(losses, rel=1e-6)
