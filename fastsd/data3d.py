@@ -189,6 +189,10 @@ def load_kspace3d(path) -> torch.Tensor:
             ks = f["kspace"]
             if not isinstance(ks, h5py.Dataset):
                 raise ValueError(f"{path}: 'kspace' is an HDF5 {type(ks).__name__.lower()}, not a dataset")
+            fastmri = [name for name in ("ismrmrd_header", "reconstruction_rss", "reconstruction_esc") if name in f]
+            if fastmri:  # (slices, coils, H, W) would be read as (coils, readout, H, W)
+                raise ValueError(f"{path}: a 2-D fastMRI file (it has '{fastmri[0]}'): its kspace {ks.shape} is "
+                                 f"(slices, [coils,] H, W), not a 3-D acquisition; use --task mri")
             check_values(path, ks.shape, "kspace")
             k = np.asarray(ks)
     else:

@@ -91,6 +91,13 @@ def test_fastmri_group_instead_of_dataset_and_short_rss(tmp_path):
         assert load_fastmri(_fastmri(tmp_path / "ok.h5", rss_slices=4))["rss"].shape == (16, 16)
 
 
+def test_a_2d_fastmri_file_is_not_read_as_3d_kspace(tmp_path):
+    """Before, (slices, coils, H, W) was read as (coils, readout, H, W) and reconstructed silently."""
+    with pytest.raises(ValueError, match=r"a 2-D fastMRI file \(it has 'reconstruction_rss'\).*use --task mri"):
+        load_kspace3d(_fastmri(tmp_path / "2d.h5", rss_slices=4))
+    assert load_kspace3d(_fastmri(tmp_path / "3d.h5")).shape == (4, 2, 16, 16)
+
+
 def test_all_zero_3d_kspace_is_refused(tmp_path):
     np.save(tmp_path / "z.npy", np.zeros((2, 8, 8, 8), np.complex64))
     with pytest.raises(ValueError, match="z.npy: the k-space is all zeros"):
