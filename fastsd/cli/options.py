@@ -88,6 +88,15 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
     demo = "" if methods else "; the demo: T 20, K 40, lr 1e-3; the 3-D demo on CPU: T 10, K 20, lr 3e-3"
     g.add_argument("--T", type=int, default=None, help=f"sdi: noise levels (default: the task preset{demo})")
     g.add_argument("--K", type=int, default=None, help="sdi: Adam steps per noise level (default: as --T)")
+    from fastsd.solvers.sdi import PRESETS, VOLUMES
+
+    _only(g.add_argument("--preset", choices=[p for p in PRESETS if p != "mri3d"], default=None,
+                         help="sdi: T, K, lr, loss and stopping rule of a preset (default: the task's; mri-fast: "
+                              "the MRI preset measured to reach the paper preset's quality with less work, see "
+                              "README 'Cost and quality')"), False)
+    _only(g.add_argument("--volume", choices=VOLUMES, default=None,
+                         help="sdi, several slices of one scan: one network per slice (independent, the default), "
+                              "one network for all (shared), or centre-outwards warm starts (warm)"), False)
     g.add_argument("--lr", type=float, default=None,
                    help="learning rate of sdi, dip, aseqdip, dmplug (Adam) and projdiff (step towards the "
                         "denoised estimate); default: as --T, or the solver's")
@@ -190,6 +199,8 @@ def _check_mode(args, sub: argparse.ArgumentParser) -> None:
             raise UsageError(f"--size takes one number (N) in 2-D and three (D H W) in 3-D, got {len(args.size)}")
         args.size = tuple(args.size) if three_d else args.size[0]
     for name, value in DEFAULTS[args.command, three_d].items():
+        if name in ("T", "K", "lr") and args.preset is not None:
+            continue  # --preset names its own schedule
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     if args.mask not in MASKS[three_d]:

@@ -48,6 +48,7 @@ def check_method_options(args) -> None:
             raise UsageError("--iterations does not apply to --method sdi (it runs T x K steps: use --T and --K)")
     else:
         given = {"--T": args.T is not None, "--K": args.K is not None, "--small/--full": args.small is not None,
+                 "--preset": args.preset is not None, "--volume": args.volume is not None,
                  "--resample-noise": args.resample_noise, "--precision": args.precision != "fp32"}
         for flag, used in given.items():
             if used:
@@ -66,8 +67,10 @@ def check_method_options(args) -> None:
 
 def solver_kwargs(args, preset: str, device: torch.device) -> dict:
     small = args.small if args.small is not None else device.type == "cpu"
-    kw = dict(preset=preset, small=small, seed=args.seed, device=device,
+    kw = dict(preset=args.preset or preset, small=small, seed=args.seed, device=device,
               resample_noise=args.resample_noise, precision=args.precision)
+    if args.volume is not None:
+        kw["volume"] = args.volume
     for name in ("T", "K", "lr"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
