@@ -247,7 +247,8 @@ class SelfDiffusion:
 
     def _unet_size(self, spatial_dims: int) -> tuple[int, int]:
         """(width, depth) of the default U-Net for 2-D or 3-D images."""
-        size = (UNet3d if spatial_dims == 3 else UNet).SMALL if self.small else dict(width=64 - 32 * (spatial_dims == 3), depth=5)
+        three_d = spatial_dims == 3
+        size = (UNet3d if three_d else UNet).SMALL if self.small else dict(width=32 if three_d else 64, depth=5)
         return self.width or size["width"], self.depth or size["depth"]
 
     def min_image_size(self, spatial_dims: int = 2) -> int:
