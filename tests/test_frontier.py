@@ -277,6 +277,8 @@ def test_frontier_section(tmp_path, monkeypatch):
     warm = [r for n, r in recs.items() if n.startswith("frontier/scan/warm")]
     assert warm and all(r["work_ratio"] < 1 and math.isfinite(r["psnr_delta"]) for r in warm)
     assert recs["frontier/mri-fast+width4"]["step_gflop"] < recs["frontier/mri-fast+width16"]["step_gflop"]
+    frontier.figure(report, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
     targets = report["targets"]
     assert "frontier_work_ratio[mri-32-2coil/mri-fast]" in targets
     assert any(k.startswith("frontier_psnr_delta[scan3-32-2coil/warm") for k in targets)

@@ -1,12 +1,14 @@
 """What every command shares: one-line errors and warnings, exit statuses, the device option and
-memory checks. Exit status 0 ok, 2 bad input or options (argparse's own convention), 130 Ctrl-C
-or SIGTERM, 1 a solve whose result was refused (:mod:`fastsd.sanity`: non-finite or diverged) or an
+memory checks. Exit status 0 ok, 2 bad input or options (argparse's own convention), 130 Ctrl-C,
+143 SIGTERM, 1 a solve whose result was refused (:mod:`fastsd.sanity`: non-finite or diverged) or an
 unexpected error (``FASTSD_DEBUG=1`` shows its traceback)."""
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -14,7 +16,8 @@ import torch
 
 from fastsd.sanity import ResultError
 
-__all__ = ["Parser", "UsageError", "Interrupted", "one_line", "device", "check_memory", "run_command"]
+__all__ = ["Parser", "UsageError", "Terminated", "Interrupted", "Exit", "stopped", "one_line", "device", "check_memory",
+           "run_command"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,8 +29,35 @@ class UsageError(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system, torchrun stopping its ranks), raised where the process is
+    so that it is handled like Ctrl-C; exit status 143."""
+
+
 class Interrupted(Exception):
-    """Ctrl-C, after whatever could be saved was saved; the message is the one line printed."""
+    """Ctrl-C or SIGTERM, after whatever could be saved was saved; the message is the one line
+    printed, ``code`` the exit status (130 or 143)."""
+
+    def __init__(self, message: str, code: int = 130):
+        super().__init__(message)
+        self.code = code
+
+
+class Exit(Exception):
+    """Exit with ``code`` and print nothing (the cause was reported elsewhere, e.g. by rank 0)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def stopped(e: KeyboardInterrupt) -> tuple[str, int]:
+    """How an interruption is reported: ('interrupted', 130) for Ctrl-C, ('terminated', 143) for SIGTERM."""
+    return ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def one_line(e: BaseException | str) -> str:
@@ -71,18 +101,24 @@ def check_memory(needed: float, dev: torch.device, what: str) -> None:
 
 def run_command(command: Callable[[], int]) -> int:
     """Run one command with the command line's reporting: warnings and errors in one line each,
-    exit status 2 for bad input or options and 130 for Ctrl-C."""
+    exit status 2 for bad input or options, 130 for Ctrl-C and 143 for SIGTERM (handled like Ctrl-C
+    while the command runs)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _warning_line
             return command()
-    except KeyboardInterrupt:
-        print("fastsd: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        word, code = stopped(e)
+        print(f"fastsd: {word}", file=sys.stderr)
+        return code
     except Interrupted as e:
         print(f"fastsd: {e}", file=sys.stderr)
-        return 130
+        return e.code
+    except Exit as e:
+        return e.code
     except ResultError as e:  # the input was fine, its solve failed (fastsd.sanity)
         print(f"fastsd: error: {one_line(e)}", file=sys.stderr)
         return 1
@@ -98,3 +134,6 @@ def run_command(command: Callable[[], int]) -> int:
         print(f"fastsd: error: {type(e).__name__}: {one_line(e)[:500]} (FASTSD_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -141,7 +141,10 @@ def _reconstruct(sub) -> None:
     image = {"gray": dict(action="store_true", help="convert a colour image to grey"),
              "noise": dict(type=float, default=None, help="measurement noise std (default: 25/255 for denoise, else 0)"),
              "measured": dict(action="store_true", help="denoise: the input already is the noisy image"),
-             "slice": dict(type=int, default=None, help="fastMRI slice (default: the middle one)")}
+             "slice": dict(type=int, default=None, help="fastMRI slice (default: the middle one)"),
+             "nproc": dict(type=int, default=None, metavar="N",
+                           help="a directory: reconstruct it with N processes on this machine (as torchrun "
+                                "--nproc_per_node=N, with fastsd's exit statuses)")}
     for name, kw in image.items():
         _only(r.add_argument(f"--{name}", **kw), False)
     _add_mri_options(r)
@@ -210,7 +213,8 @@ def _check_mode(args, sub: argparse.ArgumentParser) -> None:
 
 def _check_ranges(args) -> None:
     """Ranges of the numeric options, each error naming its option."""
-    positive_ints = ("T", "K", "iterations", "steps", "width", "patch", "batch_size", "coils", "factor", "calib")
+    positive_ints = ("T", "K", "iterations", "steps", "width", "patch", "batch_size", "coils", "factor", "calib",
+                     "nproc")
     for name in positive_ints:
         v = getattr(args, name, None)
         if v is not None and not 1 <= v <= MAX_COUNT:

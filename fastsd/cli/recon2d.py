@@ -5,17 +5,12 @@ operator; fastMRI k-space (.h5) is retrospectively undersampled; ``--measured`` 
 input as the noisy measurement itself. The prior-based methods use a denoiser checkpoint
 (:mod:`fastsd.cli.solving`).
 
-Results are never lost and never silently replaced: options, output paths and inputs are checked
-before any solve; a run writes into a hidden temporary folder beside ``--out`` and renames it into
-place when complete (earlier results there are replaced only with ``--overwrite``, and then
-entirely). A directory run never stops at a bad file: each failure is recorded in
-``summary.json`` and the others go on; on Ctrl-C the summary is written too, marking the files
-not finished.
+Options, output paths and inputs are checked before any solve; a single input's files are staged
+and committed by :class:`~fastsd.cli.results.ResultFolder`, a directory's by
+:mod:`fastsd.cli.batch`.
 """
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,8 +19,10 @@ import torch
 
 from fastsd import tasks
 from fastsd.cli import sanity, solving
-from fastsd.cli.common import Interrupted, UsageError, device, one_line
-from fastsd.outputs import Outputs, ResultDir, record, summary_text, to_json
+from fastsd.cli.batch import run_directory
+from fastsd.cli.common import UsageError, device, one_line
+from fastsd.cli.results import ResultFolder
+from fastsd.outputs import Outputs, summary_text
 from fastsd.tasks import TASKS, display
 
 __all__ = ["cmd_demo", "cmd_reconstruct"]
@@ -129,14 +126,14 @@ def _reconstruct_named(args, task_name, path, folder, dev, progress, denoiser, e
 def cmd_demo(args) -> int:
     dev = device(args.device)
     args.noise = 0.0  # the demo simulates noiseless k-space
-    with ResultDir(Path(args.out), args.overwrite) as folder:
+    with ResultFolder(Path(args.out), args.overwrite) as folder:
         t0 = time.perf_counter()
         extra = {"data": "matplotlib s1045.ima.gz head MRI slice", "acceleration": args.acceleration,
                  "acs_lines": args.acs, "coils": args.coils}
         metrics = _reconstruct(args, "mri", None, folder.tmp, dev, not args.quiet, extra=extra,
                                baseline_key="zero_filled", started=t0)
     print(summary_text(metrics, TASKS["mri"].baseline_name, "zero_filled"))
-    print(f"outputs in {folder.final} (summary.png, curve.png)")
+    print(f"outputs in {folder.path} (summary.png, curve.png)")
     return 0
 
 
@@ -155,31 +152,8 @@ def _input_files(src: Path) -> list[Path]:
     return [_check_file(src, _INPUT_SUFFIXES)]
 
 
-def _output_dirs(files: list[Path], out: Path, from_dir: bool) -> list[Path]:
-    """``out`` for a single input; ``out/<stem>`` per file of a directory (``out/<name_ext>``
-    when two files share a stem)."""
-    if not from_dir:
-        return [out]
-    stems = [p.stem for p in files]
-    unique = len(set(stems)) == len(stems)
-    return [out / (p.stem if unique else p.name.replace(".", "_")) for p in files]
-
-
-def _file_error(path: Path, e: BaseException) -> str:
-    """One line naming the file; unexpected exceptions keep their type."""
-    msg = one_line(e)
-    if not isinstance(e, (ValueError, UsageError, OSError, ImportError)):
-        msg = f"{type(e).__name__}: {msg}"
-    return msg if str(path) in msg else f"{path}: {msg}"
-
-
 def cmd_reconstruct(args) -> int:
-    """One file, or a directory of files sharded over the ranks of a torchrun launch
-    (:mod:`fastsd.distributed`): rank r takes files[r::world] and writes its outputs into the shared
-    temporary folder; rank 0 writes ``summary.json`` with every file's record once all ranks are
-    done, and renames the folder into place. The ranks meet only in that final gather."""
-    from fastsd import distributed as fdist
-
+    """One file, or a directory of files (:mod:`fastsd.cli.batch`)."""
     if args.measured and args.task != "denoise":
         raise UsageError("--measured is only supported for --task denoise")
     if args.dc and args.task == "denoise":
@@ -192,65 +166,11 @@ def cmd_reconstruct(args) -> int:
     dev = device(args.device)
     denoiser = solving.load_denoiser(args)
     if not from_dir:
-        with ResultDir(Path(args.out), args.overwrite) as folder:
+        with ResultFolder(Path(args.out), args.overwrite) as folder:
             metrics = _reconstruct(args, args.task, files[0], folder.tmp, dev, not args.quiet, denoiser)
         print(summary_text(metrics, TASKS[args.task].baseline_name))
-        print(f"outputs in {folder.final}")
+        print(f"outputs in {folder.path}")
         return 0
-
-    t0 = time.perf_counter()
-    ctx = fdist.init(dev.type)
-    folder = ResultDir(Path(args.out), args.overwrite, fresh=not ctx.distributed)
-    outs = _output_dirs(files, folder.final, True)
-    tag = f"[rank {ctx.rank}/{ctx.world_size}] " if ctx.distributed else ""
-    mine = fdist.shard(range(len(files)), ctx.rank, ctx.world_size)
-    records, interrupted = [], False
-    try:
-        for n, i in enumerate(mine):
-            path, out = files[i], outs[i]
-            work = folder.tmp / out.name
-            try:
-                shutil.rmtree(work, ignore_errors=True)
-                work.mkdir()
-                metrics = _reconstruct(args, args.task, path, work, dev, not args.quiet and ctx.is_main, denoiser)
-            except KeyboardInterrupt:
-                shutil.rmtree(work, ignore_errors=True)
-                records.append(record(path, out, ctx.rank, "interrupted"))
-                records += [record(files[j], outs[j], ctx.rank, "not run") for j in mine[n + 1:]]
-                interrupted = True
-                break
-            except Exception as e:  # any failure: recorded, and the run goes on
-                shutil.rmtree(work, ignore_errors=True)
-                msg = _file_error(path, e)
-                print(f"{tag}fastsd: error: {msg}", file=sys.stderr, flush=True)
-                records.append(record(path, out, ctx.rank, "error", error=msg))
-                continue
-            records.append(record(path, out, ctx.rank, "ok", metrics))
-            print(f"{tag}{path.name}:")
-            print(summary_text(metrics, TASKS[args.task].baseline_name))
-            print(f"{tag}outputs in {out}", flush=True)
-        if interrupted and ctx.distributed:  # the other ranks cannot be waited for: theirs are unknown
-            seen = {r["input"] for r in records}
-            gathered = [records + [record(p, o, -1, "unknown") for p, o in zip(files, outs) if str(p) not in seen]]
-        else:
-            gathered = fdist.gather(records, ctx)  # waits for every rank
-            fdist.barrier(ctx)  # no rank tears the group down while another still receives
-        if gathered is not None:
-            every = sorted((r for rs in gathered for r in rs), key=lambda r: r["input"])
-            n_ok = sum(r["status"] == "ok" for r in every)
-            summary = {"input_dir": str(src), "task": args.task, "method": args.method, "world_size": ctx.world_size,
-                       "backend": ctx.backend, "n_files": len(every), "n_failed": len(every) - n_ok,
-                       "interrupted": interrupted, "wall_time_s": time.perf_counter() - t0, "files": every}
-            (folder.tmp / "summary.json").write_text(to_json(summary))
-            folder.commit(keep={"summary.json"} | {Path(r["output"]).name for r in every if r["status"] == "ok"})
-            done = f"{n_ok}/{len(every)} files reconstructed; summary in {folder.final / 'summary.json'}"
-            if interrupted:
-                raise Interrupted(f"interrupted: {done}")
-            print(done)
-            return 2 if n_ok < len(every) else 0
-        if interrupted:
-            raise Interrupted("interrupted")
-        return 2 if any(r["status"] != "ok" for r in records) else 0
-    finally:
-        fdist.finalize(ctx)
-
+    return run_directory(args, src, files, dev,
+                         lambda path, work, progress: _reconstruct(args, args.task, path, work, dev, progress, denoiser),
+                         TASKS[args.task].baseline_name)

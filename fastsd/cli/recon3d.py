@@ -31,9 +31,10 @@ import torch
 
 from fastsd.cli import sanity
 from fastsd.cli.common import UsageError, device
+from fastsd.cli.results import ResultFolder
 from fastsd.figures import volume_slices_figure
 from fastsd.limits import check_float32_range, check_input_size
-from fastsd.outputs import ResultDir, quality, to_json
+from fastsd.outputs import quality, to_json
 
 __all__ = ["run"]
 
@@ -184,7 +185,7 @@ def run(args) -> int:
     dev = device(args.device)
     t0 = time.perf_counter()
     path = Path(args.input) if args.command == "reconstruct" else None
-    with ResultDir(Path(args.out), args.overwrite) as folder, sanity.naming(path, folder.tmp):
+    with ResultFolder(Path(args.out), args.overwrite) as folder, sanity.naming(path, folder.tmp):
         out = folder.tmp
         y, op, truth, desc = _load_problem(args, dev)
         ref = None if truth is None else _magnitude(truth)
@@ -221,5 +222,5 @@ def run(args) -> int:
         if solved:
             line += f"  ({solved['iterations']} iterations, {solved['runtime_s']:.1f} s)"
         print(line)
-    print(f"outputs in {folder.final}")
+    print(f"outputs in {folder.path}")
     return 0

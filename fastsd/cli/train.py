@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from fastsd.cli.common import UsageError, check_memory, device
-from fastsd.outputs import writable_parent
+from fastsd.cli.results import writable_parent
 
 __all__ = ["cmd_train_denoiser"]
 
