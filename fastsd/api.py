@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 
 import fastsd.solvers  # noqa: F401  (registers the solvers)
+from fastsd.sanity import check_finite_result
 from fastsd.solvers.base import SolveResult, get_solver
 
 __all__ = ["solve"]
@@ -15,7 +16,8 @@ def solve(y, op, method: str = "sdi", **kwargs) -> SolveResult:
     Keyword arguments that the solver's ``solve`` method accepts (e.g. ``callback``, ``x_true``)
     go to that call; all others configure the solver, e.g.
     ``solve(y, op, "sdi", preset="mri", small=True, seed=0)``. Returns a
-    :class:`~fastsd.solvers.base.SolveResult` (``x``, ``history``, ``info``).
+    :class:`~fastsd.solvers.base.SolveResult` (``x``, ``history``, ``info``). A result with NaN or
+    Inf values raises :class:`fastsd.sanity.ResultError` (the result rides along as ``err.result``).
     """
     cls = get_solver(method)
     params = inspect.signature(cls.solve).parameters
@@ -24,4 +26,6 @@ def solve(y, op, method: str = "sdi", **kwargs) -> SolveResult:
         solver = cls(**kwargs)
     except TypeError as e:  # an option the solver does not know
         raise ValueError(f"method {method!r}: {e}") from None
-    return solver.solve(y, op, **call_kw)
+    result = solver.solve(y, op, **call_kw)
+    check_finite_result(result.x, f"the {method} result", result)
+    return result

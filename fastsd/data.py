@@ -13,11 +13,14 @@ Readers raise ``ValueError`` with the path and the problem for missing or malfor
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from fastsd.limits import check_float32_range, check_input_size, check_values
 
 __all__ = ["mri_slice", "natural_image", "load_image", "load_mri_image", "load_fastmri", "load_fastmri_slices", "resize",
            "NATURAL_IMAGES", "ImageRangeWarning"]
@@ -110,7 +113,6 @@ def _unit_range(a: np.ndarray, what: str) -> np.ndarray:
     the 8- or 16-bit range their values fit, with a warning; floats in [0, 1] as they are, floats in
     [0, 255] with maximum > 2 as 8-bit intensities (/ 255), any other floats min-max rescaled; every
     rescale of a float or wide integer image is announced by an :class:`ImageRangeWarning`."""
-    import warnings
 
     if a.dtype == bool:
         return a.astype(np.float32)
@@ -167,6 +169,7 @@ def _array_to_image(a: np.ndarray, what: str, gray: bool = False, unit_range: bo
         a = a[:-1]
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise ValueError(f"{what}: contains non-finite values")
+    check_float32_range(a, what)
     a = _unit_range(a, what) if unit_range else a.astype(np.float32)
     if gray and a.shape[0] == 3:
         a = (0.2125 * a[0] + 0.7154 * a[1] + 0.0721 * a[2])[None]
@@ -187,6 +190,7 @@ def _check_file(path, suffixes: tuple[str, ...]) -> Path:
 def load_array(path) -> np.ndarray:
     """Raw contents of a .npy or .png file as a NumPy array (no scaling)."""
     path = _check_file(path, (".npy", ".png"))
+    check_input_size(path)  # from the header, before decoding
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
@@ -215,6 +219,7 @@ def load_mri_image(path, size: int | tuple[int, int] | None = None) -> torch.Ten
                              f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}, got shape {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"{path}: contains non-finite values")
+        check_float32_range(a, str(path))
         t = torch.from_numpy(a.astype(np.complex64))
         x = torch.stack([t.real, t.imag])[None]
     else:
@@ -271,6 +276,8 @@ def load_fastmri_slices(path, slices: int | slice | str | None = None) -> dict:
         if "kspace" not in f:
             raise ValueError(f"{path}: no 'kspace' dataset (found: {', '.join(f.keys()) or 'nothing'})")
         ks = f["kspace"]
+        if not isinstance(ks, h5py.Dataset):
+            raise ValueError(f"{path}: 'kspace' is an HDF5 {type(ks).__name__.lower()}, not a dataset")
         if ks.ndim not in (3, 4):
             raise ValueError(f"{path}: kspace must be (slices, H, W) or (slices, coils, H, W), got {ks.shape}")
         n = ks.shape[0]
@@ -287,13 +294,16 @@ def load_fastmri_slices(path, slices: int | slice | str | None = None) -> dict:
             raise ValueError(f"{path}: the slice range {slices.start}:{slices.stop} selects none of the file's "
                              f"{n} slices")
         sel = slice(idx[0], idx[-1] + 1, 1) if len(idx) < 2 else slice(idx[0], idx[-1] + 1, idx[1] - idx[0])
+        check_values(path, (len(idx), *ks.shape[1:]), "the kspace slices")
         k = _fastmri_read(path, f, "kspace", sel)
-        rss = mask = None
-        if "reconstruction_rss" in f:
-            if f["reconstruction_rss"].ndim != 3 or f["reconstruction_rss"].shape[0] != n:
-                raise ValueError(f"{path}: reconstruction_rss of shape {f['reconstruction_rss'].shape} does not "
-                                 f"match the {n} slices of kspace")
-            rss = _fastmri_read(path, f, "reconstruction_rss", sel).astype(np.float32)
+        mask = None
+        rss = f.get("reconstruction_rss")
+        if rss is not None and not (isinstance(rss, h5py.Dataset) and rss.ndim == 3 and rss.shape[0] == n):
+            shape = getattr(rss, "shape", type(rss).__name__)
+            warnings.warn(f"{path}: reconstruction_rss ({shape}) does not hold one image per kspace slice ({n}); "
+                          f"ignored", stacklevel=2)
+            rss = None
+        rss = None if rss is None else _fastmri_read(path, f, "reconstruction_rss", sel).astype(np.float32)
         if "mask" in f:
             mask = _fastmri_read(path, f, "mask", slice(None)).astype(np.float32).reshape(-1)
             if mask.size != ks.shape[-1] or not np.isin(mask, (0, 1)).all():
@@ -307,6 +317,9 @@ def load_fastmri_slices(path, slices: int | slice | str | None = None) -> dict:
     k = torch.from_numpy(k.astype(np.complex64))
     if not torch.isfinite(torch.view_as_real(k)).all():
         raise ValueError(f"{path}: kspace contains non-finite values")
+    empty = [s for s, ks_s in zip(idx, k) if not bool(ks_s.ne(0).any())]
+    if empty:
+        raise ValueError(f"{path}: kspace slice {empty[0]} is all zeros (nothing was measured)")
     return {"kspace": k, "rss": None if rss is None else torch.from_numpy(rss),
             "mask": None if mask is None else torch.from_numpy(mask),
             "header": header.decode() if isinstance(header, bytes) else header, "slices": idx, "n_slices": n}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastsd.limits import check_float32_range, check_input_size, check_values
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.masks import gaussian_mask_2d, poisson_disc_mask_2d
 from fastsd.ops.mri import MRI3D, low_resolution_maps
@@ -63,6 +64,7 @@ def load_nifti(path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    check_input_size(path)  # from the header, before decoding
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)
@@ -73,6 +75,7 @@ def load_nifti(path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: expected a 3-D volume, got shape {data.shape}")
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: the volume contains non-finite values")
+    check_float32_range(data, str(path))
     dtype = np.complex64 if np.iscomplexobj(data) else np.float32
     return data.astype(dtype), np.asarray(img.affine)
 
@@ -183,9 +186,18 @@ def load_kspace3d(path) -> torch.Tensor:
         with h5py.File(path, "r") as f:
             if "kspace" not in f:
                 raise ValueError(f"{path}: no 'kspace' dataset (found: {', '.join(f.keys()) or 'none'})")
-            k = np.asarray(f["kspace"])
+            ks = f["kspace"]
+            if not isinstance(ks, h5py.Dataset):
+                raise ValueError(f"{path}: 'kspace' is an HDF5 {type(ks).__name__.lower()}, not a dataset")
+            fastmri = [name for name in ("ismrmrd_header", "reconstruction_rss", "reconstruction_esc") if name in f]
+            if fastmri:  # (slices, coils, H, W) would be read as (coils, readout, H, W)
+                raise ValueError(f"{path}: a 2-D fastMRI file (it has '{fastmri[0]}'): its kspace {ks.shape} is "
+                                 f"(slices, [coils,] H, W), not a 3-D acquisition; use --task mri")
+            check_values(path, ks.shape, "kspace")
+            k = np.asarray(ks)
     else:
         try:
+            check_input_size(path)
             k = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise ValueError(f"{path}: not a readable .npy file ({e})") from None
@@ -197,6 +209,9 @@ def load_kspace3d(path) -> torch.Tensor:
         raise ValueError(f"{path}: k-space must have shape (C, D, H, W) or (D, H, W), got {k.shape}")
     if not np.isfinite(k).all():
         raise ValueError(f"{path}: k-space contains non-finite values")
+    check_float32_range(k, str(path))
+    if not k.any():
+        raise ValueError(f"{path}: the k-space is all zeros (nothing was measured)")
     return torch.from_numpy(k.astype(np.complex64))
 
 

@@ -186,7 +186,8 @@ class TinyDenoiser(EDMPrecond):
 def _default_images(channels: int) -> list[torch.Tensor]:
     from fastsd.data import natural_image
 
-    return [natural_image(name, gray=channels == 1)[0] for name in ("camera", "astronaut", "coffee", "chelsea")]
+    images = [natural_image(name, gray=channels == 1)[0] for name in ("camera", "astronaut", "coffee", "chelsea")]
+    return [im for im in images if im.shape[0] == channels]  # camera is grey: a colour prior trains on the others
 
 
 def train_denoiser(

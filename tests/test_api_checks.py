@@ -6,6 +6,7 @@ import torch
 import fastsd
 from fastsd.ops import MRI, equispaced_mask
 from fastsd.ops.image import Inpainting, random_pixel_mask
+from fastsd.sanity import ResultError
 from fastsd.solvers import available_solvers
 
 
@@ -83,3 +84,86 @@ def test_float64_is_rejected_by_name_where_the_operator_cannot(method):
     op, y = _mri()  # MRI computes in complex64 only
     with pytest.raises(ValueError, match="dtype=float64 is not supported by the MRI operator"):
         fastsd.solve(y, op, method, dtype=torch.float64, **OPTIONS[method])
+
+
+# -- options the README promises a ValueError for (issue: AssertionError / AttributeError / TypeError) --
+
+BAD_OPTIONS = [
+    (dict(seed=None), "seed must be an integer in"),
+    (dict(seed=2**70), "seed must be an integer in"),
+    (dict(seed=-1), "seed must be an integer in"),
+    (dict(seed=1.5), "seed must be an integer in"),
+    (dict(dtype="float32"), "dtype must be a torch.dtype .* got 'float32' of type str"),
+    (dict(device="meta"), "device='meta' holds no data"),
+    (dict(device="gpu7"), "device must be a torch.device or a name"),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("options, message", BAD_OPTIONS, ids=lambda v: str(v)[:20])
+def test_bad_common_options_raise_value_error(method, options, message):
+    op, y = _inpainting()
+    with pytest.raises(ValueError, match=message):
+        fastsd.solve(y, op, method, **{**OPTIONS[method], **options})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_without_a_gpu_is_a_value_error(method):
+    op, y = _inpainting()
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        fastsd.solve(y, op, method, device="cuda", **OPTIONS[method])
+
+
+def test_sdi_size_options_and_x_true_are_checked():
+    op, y = _mri(32)
+    for name in ("width", "depth", "T", "K"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer, got 0"):
+            fastsd.solve(y, op, "sdi", **{**OPTIONS["sdi"], name: 0})
+    with pytest.raises(ValueError, match="T must be at most"):
+        fastsd.solve(y, op, "sdi", **{**OPTIONS["sdi"], "T": 10**12})
+    with pytest.raises(ValueError, match=r"T x K = 5000 x 5000 steps exceeds"):
+        fastsd.solve(y, op, "sdi", **{**OPTIONS["sdi"], "T": 5000, "K": 5000})
+    with pytest.raises(ValueError, match="x_true must be a torch.Tensor, got ndarray"):
+        fastsd.solve(y, op, "sdi", x_true=op.adjoint(y).numpy(), **OPTIONS["sdi"])
+
+
+@pytest.mark.parametrize("small, need", [(True, 32), (False, 64)])
+def test_images_below_the_unets_minimum_are_refused_by_size(small, need):
+    op, y = _mri(need // 2)
+    with pytest.raises(ValueError, match=f"images of {need // 2}x{need // 2} are smaller than the U-Net's minimum "
+                                         f"of {need} a side"):
+        fastsd.solve(y, op, "sdi", small=small, T=1, K=1)
+
+
+def test_a_meta_call_does_not_poison_later_solves():
+    """A device='meta' call used to move the operator (in place) onto the meta device, so every later
+    solve with it failed; it is now refused before the operator is touched."""
+    op, y = _mri()
+    before = fastsd.solve(y, op, "sdi", seed=0, **OPTIONS["sdi"]).x
+    with pytest.raises(ValueError, match="meta"):
+        fastsd.solve(y, op, "sdi", device="meta", **OPTIONS["sdi"])
+    assert op.mask.device.type == "cpu"
+    torch.testing.assert_close(fastsd.solve(y, op, "sdi", seed=0, **OPTIONS["sdi"]).x, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("make", [_mri, _inpainting], ids=["mri", "inpainting"])
+def test_nothing_observed_is_refused(method, make):
+    """A mask with no samples or all-zero k-space gives y = 0: nothing to reconstruct from."""
+    op, y = make()
+    with pytest.raises(ValueError, match="y is all zeros: nothing was observed"):
+        fastsd.solve(torch.zeros_like(y), op, method, **OPTIONS[method])
+
+
+def _nan_denoiser(x, sigma):
+    return x * float("nan")  # differentiable (DPS and DMPlug back-propagate through it)
+
+
+@pytest.mark.parametrize("method", ["ddgm", "dps", "projdiff", "dmplug", "unfolding"])
+def test_a_denoiser_returning_nan_is_an_error_not_a_result(method):
+    op, y = _inpainting()
+    with pytest.raises(ValueError, match="non-finite") as err:
+        fastsd.solve(y, op, method, **{**OPTIONS[method], "denoiser": _nan_denoiser})
+    if isinstance(err.value, ResultError):  # caught at the end: the result travels with the error
+        assert err.value.result is not None and torch.isnan(err.value.result.x).all()

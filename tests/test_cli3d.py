@@ -100,7 +100,8 @@ def test_bad_inputs(tmp_path, capsys):
     assert "(D, H, W)" in capsys.readouterr().err
     np.save(tmp_path / "v.npy", _volume((4, 8, 8)))
     assert main(["reconstruct", str(tmp_path / "v.npy"), "--task", "mri3d", "--mode", "slices", *FAST]) == 2
-    assert "needs input" in capsys.readouterr().err  # the 2-D network needs larger slices
+    err = capsys.readouterr().err  # the 2-D network needs larger slices: named before any work, with the file
+    assert "v.npy: images of 8x8 are smaller than the U-Net's minimum of 32 a side" in err
     assert main(["reconstruct", str(tmp_path / "v.npy"), "--task", "mri3d", "--T", "0"]) == 2
 
 

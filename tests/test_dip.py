@@ -50,26 +50,34 @@ def test_skipnet_rejects_bad_sizes():
 # -- DIP against a hand-written loop -----------------------------------------------------------
 
 
-def test_dip_equals_hand_written_loop():
-    """The solver (BatchedNet, fused fidelity, in-place step) does exactly the textbook DIP loop on
-    a plain SkipNet: Adam on ‖A f(z) − y‖², z ~ U(0, 0.1) from the CPU generator seeded ``seed``."""
-    x, op, y = _inpainting()
-    iters, seed = 6, 5
-    res = DIP(iterations=iters, input_channels=4, seed=seed, **NET).solve(y, op)
+def _hand_written_dip(op, y, iters: int, seed: int, noise_std: float = 0.0):
+    """The textbook DIP loop on a plain SkipNet: Adam on ‖A f(z + σ ε_i) − y‖², z ~ U(0, 0.1) from
+    the CPU generator seeded ``seed``, ε_i the counter-based noise of step i. Returns (f(z), losses)."""
+    from fastsd.functional.noise import gaussian_noise
 
     torch.manual_seed(seed)
     net = SkipNet(4, 1, depth=2, channels_down=8, channels_up=8, channels_skip=2).double()
     z = 0.1 * torch.rand((4, 16, 16), generator=torch.Generator().manual_seed(seed)).double()[None]
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
-    for _ in range(iters):
+    for i in range(iters):
         opt.zero_grad()
-        loss = (op(net(z)) - y).square().sum()
+        z_in = z + noise_std * gaussian_noise(z.float(), torch.tensor([seed]), torch.tensor(i)).double() \
+            if noise_std else z
+        loss = (op(net(z_in)) - y).square().sum()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     with torch.no_grad():
-        ref = net(z)
+        return net(z), losses
+
+
+def test_dip_equals_hand_written_loop():
+    """The solver (BatchedNet, fused fidelity, in-place step) does exactly the textbook DIP loop."""
+    x, op, y = _inpainting()
+    iters, seed = 6, 5
+    res = DIP(iterations=iters, input_channels=4, seed=seed, **NET).solve(y, op)
+    ref, losses = _hand_written_dip(op, y, iters, seed)
     # Not bit-equal: the fused fidelity gradient rounds differently from autograd, and Adam turns the
     # rounding noise on zero-gradient parameters (conv biases ahead of BatchNorm) into ~lr·1e-6 steps.
     # A real deviation (lr, input, loss scale, noise) moves the output by ~1e-2.
@@ -204,3 +212,48 @@ def test_cuda_graph_matches_eager(cls, monkeypatch):
     torch.testing.assert_close(again.x, eager.x, rtol=0, atol=0)  # the premise: eager is deterministic
     torch.testing.assert_close(graphed.x, eager.x, rtol=1e-5, atol=1e-6)
     assert graphed.history["loss"] == pytest.approx(eager.history["loss"], rel=1e-5)
+
+
+# -- what the early-stopped and noisy-input runs return ------------------------------------------
+
+
+def _outputs_per_step():
+    """A callback recording the output of every step, and the list it fills."""
+    outs = []
+    return outs, lambda i, state: outs.append(state["x"].clone())
+
+
+def test_dip_early_stopping_returns_the_recorded_best_not_the_last_output():
+    x, op, y = _inpainting()
+    outs, cb = _outputs_per_step()
+    res = DIP(iterations=200, input_channels=4, early_stop=True, es_window=3, es_patience=4, seed=0,
+              **NET).solve(y, op, callback=cb)
+    best = int(res.info["es_best_iter"][0])
+    assert best < len(outs) - 1
+    torch.testing.assert_close(res.x, outs[best], rtol=0, atol=0)
+    assert not torch.allclose(res.x, outs[-1])
+
+
+def test_dmplug_early_stopping_returns_the_recorded_best_not_the_last_output():
+    from test_solvers_posterior import gaussian_problem
+
+    from fastsd.solvers.dmplug import DMPlug
+
+    op, y, prior, _, _, _ = gaussian_problem(0.05, copies=2)
+    outs, cb = _outputs_per_step()
+    res = DMPlug(prior, iterations=60, lr=0.5, early_stop=True, es_window=3, es_patience=5, seed=0).solve(
+        y, op, callback=cb)
+    best = [int(i) for i in res.info["es_best_iter"]]
+    for b in range(2):
+        torch.testing.assert_close(res.x[b], outs[best[b]][b], rtol=0, atol=0)
+    assert not torch.allclose(res.x, outs[-1])
+
+
+def test_dip_input_noise_is_fresh_at_every_step():
+    """DIP with input noise equals the hand-written loop whose step i adds the counter-based noise
+    of step i (``gaussian_noise(z, seed, i)``): a counter that never advances reuses step 0's noise."""
+    x, op, y = _inpainting()
+    iters, seed, std = 5, 3, 0.05
+    res = DIP(iterations=iters, input_channels=4, reg_noise_std=std, seed=seed, **NET).solve(y, op)
+    _, losses = _hand_written_dip(op, y, iters, seed, std)
+    assert res.history["loss"] == pytest.approx(losses, rel=1e-6)

@@ -230,11 +230,13 @@ def test_bad_fastmri_files_fail_in_one_line(tmp_path):
     with h5py.File(tmp_path / "rss.h5", "w") as f:
         f["kspace"] = k.numpy()
         f["reconstruction_rss"] = np.zeros((3, 64, 64), np.float32)
-    cases = {"cut.h5": "(not a readable HDF5|truncated)", "nokspace.h5": "no 'kspace' dataset",
-             "rss.h5": "does not match the 4 slices"}
+    cases = {"cut.h5": "(not a readable HDF5|truncated)", "nokspace.h5": "no 'kspace' dataset"}
     for name, match in cases.items():
         with pytest.raises(ValueError, match=match) as e:
             load_scan(tmp_path / name)
         assert "\n" not in str(e.value) and name in str(e.value)
+    with pytest.warns(UserWarning, match=r"rss.h5: reconstruction_rss \(\(3, 64, 64\)\) does not hold one image per "
+                                         r"kspace slice \(4\); ignored"):
+        load_scan(tmp_path / "rss.h5")  # the k-space is still usable
     with pytest.raises(ValueError, match="selects none of the file's 4 slices"):
         load_scan(tmp_path / "good.h5", slice(6, 9))

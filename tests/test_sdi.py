@@ -256,5 +256,5 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="non-finite"):
         SelfDiffusion(T=1, K=1, small=True).solve(bad, op)
     op24 = MRI(torch.ones(24, 24))
-    with pytest.raises(ValueError, match="H, W >= 32"):
+    with pytest.raises(ValueError, match="minimum of 32 a side"):
         SelfDiffusion(T=1, K=1, small=True).solve(op24(mri_slice(24)), op24)

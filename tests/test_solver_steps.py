@@ -8,6 +8,9 @@ import torch
 from test_solvers_posterior import gaussian_problem
 
 from fastsd.ops.image import Inpainting, random_pixel_mask
+from fastsd.solvers.ddgm import DDGM
+from fastsd.solvers.diffusion import ddim_step
+from fastsd.solvers.dps import DPS
 from fastsd.solvers.projdiff import ProjDiff
 from fastsd.solvers.unfolding import DiffUnfolding
 from fastsd.testing import rel_err
@@ -99,3 +102,55 @@ def test_unfolding_differentiable_path_matches_sampling_and_finite_differences()
             model.log_gamma[k] = centre
         (a, up), (b, down) = vals
         assert (up - down) / (a - b) == pytest.approx(float(grad[k]), rel=1e-4, abs=1e-9)
+
+
+def _scaled_gaussian_problem(scale=2.0):
+    """The Gaussian test problem with ‖A‖ = ``scale`` (not 1, so a step size of 1/‖A‖² is visible)."""
+    op, y, prior, _, _, _ = gaussian_problem(0.05, copies=2)
+    op.A.mul_(scale)
+    return op, y * scale, prior
+
+
+@pytest.mark.parametrize("step_size", [None, 0.1])
+def test_ddgm_steps_match_hand_written_update(step_size):
+    """K gradient steps x ← x − η_n Aᵀ(A x − y) with η_n = η₀·decay^(n/(N−1)) (η₀ = 1/‖A‖² by
+    default), then the denoiser: a step twice as large, or the squared-norm gradient's factor 2
+    left in, changes the result by far more than the tolerance."""
+    op, y, prior = _scaled_gaussian_problem()
+    N, K, decay = 4, 3, 0.1
+    res = DDGM(prior, iterations=N, inner_steps=K, step_size=step_size, step_decay=decay, add_noise=False,
+               sigma_max=0.5, sigma_min=0.05).solve(y, op)
+    eta0 = 0.25 if step_size is None else step_size  # ‖A‖ = 2
+    assert res.info["step_size"] == pytest.approx(eta0, rel=1e-3)
+    x = op.adjoint(y)
+    for n in range(N):
+        f = n / (N - 1)
+        for _ in range(K):
+            x = x - res.info["step_size"] * decay**f * op.adjoint(op(x) - y)
+        x = prior(x, 0.5 * (0.05 / 0.5) ** f)
+    assert rel_err(res.x, x) < 1e-10
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_dps_step_uses_the_gradient_of_the_unsquared_residual_norm(steps):
+    """x ← DDPM step(x, x̂₀) − ζ ∇ₓ‖y − A x̂₀(x)‖ (un-squared, as in the paper): the reference takes
+    the gradient in closed form for the linear Gaussian-prior denoiser x̂₀ = μ + W (x/√ᾱ − μ)."""
+    op, y, prior = _scaled_gaussian_problem()
+    zeta, seed = 0.3, 5
+    res = DPS(prior, steps=steps, zeta=zeta, seed=seed).solve(y, op)
+    solver = DPS(prior, steps=steps)
+    ts, ab = solver.timesteps, solver.alpha_bar
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(y.shape[0], 16, generator=g, dtype=torch.float64)
+    eye = torch.eye(16, dtype=torch.float64)
+    for i, t in enumerate(ts):
+        ab_t = float(ab[t])
+        ab_prev = float(ab[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        s2 = (1 - ab_t) / ab_t
+        W = prior(eye, s2**0.5) - prior(torch.zeros(1, 16, dtype=torch.float64), s2**0.5)  # rows: W e_k (W symmetric)
+        x0 = prior(x / ab_t**0.5, s2**0.5)
+        r = op(x0) - y
+        grad = (r / r.norm(dim=1, keepdim=True)) @ op.A @ W / ab_t**0.5  # ∇ₓ‖A x̂₀ − y‖
+        noise = torch.randn(x.shape, generator=g, dtype=torch.float64) if ab_prev < 1 else None
+        x = ddim_step(x, x0, ab_t, ab_prev, eta=1.0, noise=noise) - zeta * grad
+    assert rel_err(res.x, x) < 1e-10

@@ -1,6 +1,7 @@
 """What every command shares: one-line errors and warnings, exit statuses, the device option and
 memory checks. Exit status 0 ok, 2 bad input or options (argparse's own convention), 130 Ctrl-C,
-143 SIGTERM, 1 an unexpected error (``FASTSD_DEBUG=1`` shows its traceback)."""
+143 SIGTERM, 1 a solve whose result was refused (:mod:`fastsd.sanity`: non-finite or diverged) or an
+unexpected error (``FASTSD_DEBUG=1`` shows its traceback)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,8 @@ import warnings
 from collections.abc import Callable
 
 import torch
+
+from fastsd.sanity import ResultError
 
 __all__ = ["Parser", "UsageError", "Terminated", "Interrupted", "Exit", "stopped", "one_line", "device", "check_memory",
            "run_command"]
@@ -68,15 +71,14 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
 
 def device(name: str | None) -> torch.device:
     """``--device``: cuda when available unless named; a named device must exist."""
+    from fastsd._checks import check_device
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but no CUDA device is available")
-    return dev
+        return check_device(name)
+    except ValueError as e:
+        raise UsageError(f"--device {name}: {one_line(e)}") from None
 
 
 def _memory_bytes(dev: torch.device) -> int | None:
@@ -117,6 +119,9 @@ def run_command(command: Callable[[], int]) -> int:
         return e.code
     except Exit as e:
         return e.code
+    except ResultError as e:  # the input was fine, its solve failed (fastsd.sanity)
+        print(f"fastsd: error: {one_line(e)}", file=sys.stderr)
+        return 1
     except (ValueError, UsageError, ImportError, OSError) as e:
         print(f"fastsd: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import math
 
+from fastsd._checks import check_seed
 from fastsd.cli.common import Parser, UsageError
+from fastsd.limits import MAX_VALUES
+from fastsd.solvers.diffusion import MAX_COUNT
 from fastsd.tasks import TASKS
 
 __all__ = ["parse", "is_3d", "MAX_SIZE", "DEMO"]
@@ -24,7 +27,7 @@ DEMO = dict(coils=8, T=20, K=40, lr=1e-3)
 DEFAULTS = {  # (command, 3-D) -> defaults of the options whose default depends on them
     ("demo", False): dict(size=256, acceleration=4.0, acs=20, mask="equispaced", dc=True, precision="fp32",
                           method="sdi", **DEMO),
-    ("reconstruct", False): dict(coils=1, acceleration=4.0, acs=20, mask="equispaced", dc=False, precision="fp32",
+    ("reconstruct", False): dict(acceleration=4.0, acs=20, mask="equispaced", dc=False, precision="fp32",
                                  method="sdi"),
     ("demo", True): dict(coils=12, acceleration=8.0, mask="poisson", mode="3d"),
     ("reconstruct", True): dict(coils=12, acceleration=8.0, mask="poisson", mode="3d"),
@@ -228,13 +231,19 @@ def _check_ranges(args) -> None:
                      "nproc", "batch_slices")
     for name in positive_ints:
         v = getattr(args, name, None)
-        if v is not None and v < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+        if v is not None and not 1 <= v <= MAX_COUNT:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer of at most {MAX_COUNT:.0e}, got {v}")
+    if getattr(args, "T", None) and getattr(args, "K", None) and args.T * args.K > MAX_COUNT:
+        raise UsageError(f"--T {args.T} x --K {args.K} = {args.T * args.K} steps exceeds the limit of {MAX_COUNT:.0e}")
+    try:
+        check_seed(args.seed)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
     size = getattr(args, "size", None)
     if isinstance(size, int) and not 8 <= size <= MAX_SIZE:
         raise UsageError(f"--size must be between 8 and {MAX_SIZE}, got {size}")
-    if isinstance(size, tuple) and min(size) < 1:
-        raise UsageError(f"--size must be positive, got {list(size)}")
+    if isinstance(size, tuple) and (min(size) < 1 or math.prod(size) > MAX_VALUES):
+        raise UsageError(f"--size must be positive with at most {MAX_VALUES:,} voxels, got {list(size)}")
     checks = (  # (option, attribute, test, requirement)
         ("--noise", "noise", lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
         ("--acs", "acs", lambda v: v >= 0, "an integer >= 0"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from fastsd import tasks
-from fastsd.cli import scan, solving
+from fastsd.cli import sanity, scan, solving
 from fastsd.cli.batch import run_directory
 from fastsd.cli.common import Interrupted, UsageError, device, one_line, stopped
 from fastsd.cli.results import ResultFolder
@@ -40,7 +40,7 @@ def _setup_mri(args, path: Path | None, dev):
     except ValueError as e:
         raise UsageError(f"--acs {args.acs} / --acceleration {args.acceleration} on {shape[1]} k-space columns: "
                           f"{one_line(e)}; lower --acs") from None
-    y, op = tasks.simulate_mri(x, mask, args.coils, args.noise or 0.0, args.seed)
+    y, op = tasks.simulate_mri(x, mask, args.coils or 1, args.noise or 0.0, args.seed)
     return y.to(dev), op.to(dev), x.to(dev)
 
 
@@ -59,7 +59,9 @@ def _setup_image(args, path: Path, dev):
     H, W = x.shape[-2:]
     if args.task == "inpaint" and args.box >= min(H, W):
         raise UsageError(f"--box {args.box} covers the whole {H}x{W} image; choose a smaller box")
+    sanity.check_image_options(args, H, W)
     op = tasks.image_operator(args.task, (H, W), seed=args.seed, **{k: getattr(args, k) for k in _IMAGE_OPTIONS[args.task]})
+    sanity.check_observed(args, op, H, W)
     if args.task == "denoise" and args.measured:
         return x.to(dev), op.to(dev), None
     y = tasks.simulate_image(op, x, solving.noise_std(args, TASKS[args.task]), args.seed)
@@ -75,6 +77,11 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
     """Set up the problem from ``path``, write the input pictures into ``folder``, solve with
     ``args.method`` and write the rest (with the wall time since ``started`` when given); returns
     the metrics."""
+    with sanity.naming(path, folder):
+        return _reconstruct_named(args, task_name, path, folder, dev, progress, denoiser, extra, baseline_key, started)
+
+
+def _reconstruct_named(args, task_name, path, folder, dev, progress, denoiser, extra, baseline_key, started) -> dict:
     task = TASKS[task_name]
     if scan.is_scan(path):
         if task_name != "mri":
@@ -82,6 +89,7 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
         return scan.reconstruct_scan(args, path, folder, dev, progress)
     scan.refuse_scan_options(args, path)
     y, op, truth = (_setup_mri if task.complex else _setup_image)(args, path, dev)
+    sanity.check_network_size(args, *op.adjoint(y).shape[-2:], solving.solver_kwargs(args, task.preset, dev)["small"])
     with torch.no_grad():
         baseline = task.baseline(op, y)
     outputs = Outputs(folder, task, truth, baseline, baseline_key)
@@ -92,6 +100,7 @@ def _reconstruct(args, task_name: str, path: Path | None, folder: Path, dev: tor
         result, trace = solving.run_solver(method, y, op, kw, outputs.ref, lambda x: display(x, task), progress)
     else:
         result, trace = solving.run_method(args, task_name, y, op, outputs.ref, dev, progress, denoiser)
+    sanity.check_result(result, y, op, f"the {method} result")  # non-finite or diverged: nothing written
     size = list(op.img_size) if task.complex and hasattr(op, "img_size") else list(y.shape[-2:])
     info = {"task": task_name, "input": str(path) if path is not None else None, "image_size": size, **(extra or {})}
     if compared:  # each baseline's quality beside the method's, under its name
@@ -146,6 +155,9 @@ def cmd_reconstruct(args) -> int:
     """One file, or a directory of files (:mod:`fastsd.cli.batch`)."""
     if args.measured and args.task != "denoise":
         raise UsageError("--measured is only supported for --task denoise")
+    if args.dc and args.task == "denoise":
+        raise UsageError("--dc does not apply to --task denoise: its measurement is the noisy image, which data "
+                         "consistency would return unchanged")
     solving.check_method_options(args)
     src = Path(args.input)
     from_dir = src.is_dir()

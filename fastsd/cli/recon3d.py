@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastsd.cli import sanity
 from fastsd.cli.common import UsageError, device
 from fastsd.cli.results import ResultFolder
 from fastsd.figures import volume_slices_figure
+from fastsd.limits import check_float32_range, check_input_size
 from fastsd.outputs import quality, to_json
 
 __all__ = ["run"]
@@ -100,6 +102,8 @@ def _load_problem(args, dev):
     else:
         path = Path(args.input)
         name = path.name.lower()
+        if name.endswith(".npy"):
+            check_input_size(path)  # from the header, before decoding
         if name.endswith((".nii", ".nii.gz")):
             vol, _ = load_nifti(path)
             x = _volume_input(vol, shape)
@@ -110,6 +114,7 @@ def _load_problem(args, dev):
             a = np.load(path, allow_pickle=False)
             if a.ndim != 3:
                 raise UsageError(f"{path}: a real .npy volume must have shape (D, H, W), got {a.shape}")
+            check_float32_range(a, str(path))
             x = _volume_input(a, shape)
         else:
             raise UsageError(f"{path}: expected a .nii, .nii.gz, .npy or .h5 file")
@@ -179,7 +184,8 @@ def run(args) -> int:
 
     dev = device(args.device)
     t0 = time.perf_counter()
-    with ResultFolder(Path(args.out), args.overwrite) as folder:
+    path = Path(args.input) if args.command == "reconstruct" else None
+    with ResultFolder(Path(args.out), args.overwrite) as folder, sanity.naming(path, folder.tmp):
         out = folder.tmp
         y, op, truth, desc = _load_problem(args, dev)
         ref = None if truth is None else _magnitude(truth)
@@ -189,6 +195,7 @@ def run(args) -> int:
         for mode in (("3d", "slices") if args.mode == "both" else (args.mode,)):
             name = "sdi3d" if mode == "3d" else "sdi2d_slices"
             x, res = _solve(args, mode, y, op, truth, dev)
+            sanity.check_result(res, y, op, f"the {name} result", x)  # non-finite or diverged: nothing written
             vols[name] = x
             info = res.info
             metrics["runs"][name] = {k: info[k] for k in ("T", "K", "lr", "iterations", "runtime_s", "setup_s",

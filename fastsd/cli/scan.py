@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fastsd import tasks
-from fastsd.cli import solving
+from fastsd.cli import sanity, solving
 from fastsd.cli.common import UsageError, one_line
 from fastsd.outputs import Outputs, method_label, to_json
 from fastsd.progress import Progress
@@ -226,6 +226,7 @@ def reconstruct_scan(args, path: Path, folder: Path, dev: torch.device, progress
     if args.method != "sdi":
         raise UsageError(f"--method {args.method}: scanner files are reconstructed with sdi only")
     scan = load_scan(path, _slices(args))
+    sanity.check_measured_kspace_options(args, path, scan.n_coils)
     if args.size is not None:
         warnings.warn(f"{path}: --size is ignored for scanner k-space (used at its own "
                       f"{scan.shape[0]}x{scan.shape[1]})", stacklevel=2)

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from fastsd._checks import FLOAT_DTYPES, check_finite, check_problem
+from fastsd._checks import FLOAT_DTYPES, check_device, check_dtype, check_finite, check_problem, check_seed
 from fastsd.graphs.step_graph import StepGraph
 from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import ve_sigma
@@ -160,9 +160,8 @@ class SeedSolver:
     iterate (default: the real dtype of ``op.adjoint(y)``, float32 for half inputs)."""
 
     def __init__(self, *, seed: int = 0, device=None, dtype: torch.dtype | None = None):
-        if int(seed) != seed:
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed, self.device, self.dtype = int(seed), device, dtype
+        self.seed, self.device = check_seed(seed), check_device(device)
+        self.dtype = None if dtype is None else check_dtype(dtype)
 
     def problem(self, y, op) -> Problem:
         """The problem on the solver's device; a module denoiser (prior) moves there with it, once,
@@ -178,7 +177,12 @@ class SeedSolver:
 
 
 def notify(callback, it: int, pb: Problem, u: torch.Tensor, loss: float, history: dict) -> bool:
-    """Record ``loss`` and call ``callback(it, {"x", "loss"})``; True means stop."""
+    """Record ``loss`` and call ``callback(it, {"x", "loss"})``; True means stop. A non-finite loss
+    stops the solve with a ValueError naming the step (a denoiser that returned NaN, a step size
+    that diverged) instead of running on to a non-finite result."""
+    if not math.isfinite(loss):
+        raise ValueError(f"step {it}: the data loss is {loss} (non-finite): the denoiser returned NaN/Inf or the "
+                         f"iterates diverged; check the denoiser and lower the step size")
     history.setdefault("loss", []).append(loss)
     if callback is None:
         return False
@@ -191,10 +195,20 @@ def check_positive(**values) -> None:
             raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
+MAX_COUNT = 10**7
+"""Largest step count, width or depth (and SDI's T x K): 10**7 steps already take days, and the
+per-step histories are allocated up front."""
+
+
 def check_count(**values) -> None:
+    """Each value a positive integer of at most :data:`MAX_COUNT` (``None`` = not given, skipped)."""
     for name, v in values.items():
-        if isinstance(v, bool) or int(v) != v or v < 1:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if v > MAX_COUNT:
+            raise ValueError(f"{name} must be at most {MAX_COUNT:.0e}, got {v!r}")
 
 
 # ---------------------------------------------------------------------------------------------

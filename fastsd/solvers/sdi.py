@@ -32,13 +32,14 @@ import time
 import torch
 from torch import nn
 
-from fastsd._checks import check_problem
+from fastsd._checks import check_device, check_dtype, check_problem, check_seed, check_tensor
 from fastsd._utils import per_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_enabled, graph_safe_adam
 from fastsd.nets.fused import fuse_bn_relu, fuse_upsample_concat
 from fastsd.nets.unet import ConvNet1d, UNet, check_norm, init_weights, per_sample_norm
 from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
+from fastsd.solvers.diffusion import MAX_COUNT, check_count
 from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi_run import PLATEAU_CHECKS, SDIRun, WarmStart
@@ -187,27 +188,22 @@ class SelfDiffusion:
             raise ValueError(f"update must be 'last' or 'refresh', got {update!r}")
         if net is not None and not isinstance(net, nn.Module):
             raise ValueError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        check_dtype(dtype, (torch.float32, torch.float64))
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if not isinstance(compile, (bool, str)):
             raise ValueError(f"compile must be a bool or a torch.compile backend name, got {compile!r}")
         if precision != "fp32" and dtype != torch.float32:
             raise ValueError(f"precision={precision!r} needs dtype float32 (its master weights), got {dtype}")
-        for name, v in (("T", T), ("K", K)):
-            if v is not None and (int(v) != v or v < 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if lr is not None and not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+        check_count(T=T, K=K, width=width, depth=depth, warm_levels=warm_levels)
+        if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
         if plateau is not None and not 0 <= plateau < 1:
             raise ValueError(f"plateau must be a fraction in [0, 1), got {plateau!r}")
         if volume not in VOLUMES:
             raise ValueError(f"volume must be one of {', '.join(VOLUMES)}, got {volume!r}")
         if shared_net and volume not in ("independent", "shared"):
             raise ValueError(f"shared_net=True means volume='shared', got volume={volume!r}")
-        if warm_levels is not None and (int(warm_levels) != warm_levels or warm_levels < 1):
-            raise ValueError(f"warm_levels must be a positive integer, got {warm_levels!r}")
         volume = "shared" if shared_net else volume
         if volume == "shared" and fused_norm:
             raise ValueError("fused_norm computes statistics over the batch; volume='shared' needs per-slice statistics")
@@ -218,7 +214,7 @@ class SelfDiffusion:
         self.tv_weight, self.fourier_weight = tv_weight, fourier_weight
         self.net, self.small, self.width, self.depth, self.update = net, small, width, depth, update
         self.norm, self.volume, self.warm_levels = check_norm(norm), volume, warm_levels
-        self.seed, self.device, self.dtype = int(seed), device, dtype
+        self.seed, self.device, self.dtype = check_seed(seed), check_device(device), dtype
         self.shared_net, self.precision, self.fused_norm = volume == "shared", precision, fused_norm
         self.fused_upsample = bool(fused_upsample)
         self.cudnn_benchmark, self.compile = cudnn_benchmark, compile
@@ -249,6 +245,17 @@ class SelfDiffusion:
             cfg["warm_levels"] = min(int(cfg["T"]), self.warm_levels or math.ceil(int(cfg["T"]) / 5))
         return cfg
 
+    def _unet_size(self, spatial_dims: int) -> tuple[int, int]:
+        """(width, depth) of the default U-Net for 2-D or 3-D images."""
+        three_d = spatial_dims == 3
+        size = (UNet3d if three_d else UNet).SMALL if self.small else dict(width=32 if three_d else 64, depth=5)
+        return self.width or size["width"], self.depth or size["depth"]
+
+    def min_image_size(self, spatial_dims: int = 2) -> int:
+        """Smallest image side of the default U-Net, ``2**(depth + 1)``: it halves the image ``depth``
+        times and needs 2 pixels a side at the bottom (train-mode BatchNorm). 1 for a user's net."""
+        return 1 if self.net is not None else 2 ** (self._unet_size(spatial_dims)[1] + 1)
+
     def _make_net(self, layout: NetLayout, cfg: dict, gen: torch.Generator, fused: bool) -> nn.Module:
         """Problem b's network from its generator ``gen``, with the fused layers asked for."""
         if self.net is not None:
@@ -256,11 +263,10 @@ class SelfDiffusion:
         else:
             c = layout.net_shape[1]
             if layout.spatial_dims == 3:  # UNet3d initialises itself (its transposed convs too) from gen
-                width, depth = self.width or (4 if self.small else 32), self.depth or (2 if self.small else 5)
+                width, depth = self._unet_size(3)
                 net = UNet3d(c, c, width=width, depth=depth, out_activation=cfg["out_activation"], generator=gen)
             elif layout.spatial_dims == 2:
-                width = self.width or (8 if self.small else 64)
-                depth = self.depth or (4 if self.small else 5)
+                width, depth = self._unet_size(2)
                 net = init_weights(UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"],
                                         norm=self.norm), generator=gen)
             else:
@@ -285,7 +291,7 @@ class SelfDiffusion:
         problems' seeds (default ``seed + b``)."""
         y = check_problem(y, op, self.dtype)  # validation shared with every solver (fastsd._checks)
         cfg = self.config(op)
-        dev = torch.device(self.device) if self.device is not None else y.device
+        dev = self.device if self.device is not None else y.device
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         graphed = graph_enabled(self.use_graph, dev)  # use_graph=True off CUDA fails before any work
@@ -296,9 +302,15 @@ class SelfDiffusion:
 
         with torch.no_grad():
             x_like = op.adjoint(y)
-        if x_true is not None and x_true.shape != x_like.shape:
+        if x_true is not None and check_tensor("x_true", x_true).shape != x_like.shape:
             raise ValueError(f"x_true has shape {tuple(x_true.shape)}; the operator's images are {tuple(x_like.shape)}")
         layout = NetLayout(x_like)
+        need, size = self.min_image_size(layout.spatial_dims), tuple(layout.net_shape[2:])
+        if layout.spatial_dims in (2, 3) and min(size) < need:
+            raise ValueError(f"images of {'x'.join(map(str, size))} are smaller than the U-Net's minimum of {need} a "
+                             f"side; use larger images or a smaller depth (each level halves the size)")
+        if T * K > MAX_COUNT:
+            raise ValueError(f"T x K = {T} x {K} steps exceeds the limit of {MAX_COUNT:.0e}")
         B = y.shape[0]
 
         # Per-problem initial draws (CPU generators: identical on every device).
