@@ -41,6 +41,7 @@ from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.diffusion import MAX_COUNT, check_count
 from fastsd.solvers.layout import NetLayout
+from fastsd.solvers.losses import fourier_l1, total_variation
 from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi_run import PLATEAU_CHECKS, SDIRun, WarmStart
 
@@ -65,20 +66,6 @@ _LOSSES = {"mse": {}, "norm": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"four
 # Network arithmetic: 'bf16' runs the network under bf16 autocast (float32 master weights, Adam,
 # BatchNorm statistics, loss and operator).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def total_variation(z: torch.Tensor) -> torch.Tensor:
-    """Anisotropic TV per problem: sum of |forward differences| along every spatial dim, shape (B,)."""
-    tv = z.new_zeros(z.shape[0])
-    for d in range(2, z.ndim):
-        tv = tv + torch.diff(z, dim=d).abs().flatten(1).sum(1)
-    return tv
-
-
-def fourier_l1(x: torch.Tensor) -> torch.Tensor:
-    """Σ|FFT(x_b)| over each flattened problem (smoothed: sqrt(|·|² + 1e-10)), shape (B,)."""
-    f = torch.fft.fft(x.reshape(x.shape[0], -1), dim=1)
-    return torch.sqrt(f.real**2 + f.imag**2 + 1e-10).sum(1)
 
 
 @register_solver("sdi")
