@@ -55,7 +55,7 @@ from fastsd._utils import per_problem
 from fastsd.functional.mri import IMAGE_DTYPES
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
-from fastsd.ops.image import FFT_DTYPES, bicubic_kernel
+from fastsd.ops.image import FFT_DTYPES, _as_complex, bicubic_kernel
 from fastsd.ops.image import Blur as _FsBlur
 from fastsd.ops.image import Downsample as _FsDownsample
 from fastsd.ops.image import Inpainting as _FsInpainting
@@ -506,21 +506,41 @@ def _one_kernel(filt: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     return f[0, 0], None
 
 
+# deepinv's DecomposablePhysics.A_dagger keeps the singular values above this absolute cut-off
+DEEPINV_PINV_CUTOFF = 1e-5
+
+
+class _CutoffBlur(_FsBlur):
+    """fastsd's Blur with deepinv's pseudo-inverse, taken from deepinv's own buffers (its |H| and
+    phase, so the same frequencies are kept and the same values divide): conj(phase) / |H| where
+    |H| > 1e-5, 0 elsewhere."""
+
+    def __init__(self, kernel: torch.Tensor, img_size, magnitude: torch.Tensor, phase: torch.Tensor):
+        super().__init__(kernel, img_size)
+        keep = magnitude > DEEPINV_PINV_CUTOFF
+        inverse = torch.where(keep, phase.conj() / torch.where(keep, magnitude, 1.0), 0.0)
+        self.register_buffer("inverse", torch.view_as_real(inverse))
+
+    def pinv_diagonal(self, like):
+        return _as_complex(self.inverse, like)
+
+
 class BlurFFT(_ImageOp, _dinv.physics.BlurFFT):
     """Circular blur ``y = h ⊛ x`` (deepinv.physics.BlurFFT) on fastsd's Blur operator.
 
     Args as deepinv's: ``img_size`` (C, H, W), ``filter`` (1, c, h, w) centred at (h // 2, w // 2)
-    (None: given later, per call); ``pinv_threshold``: on the fused path ``A_dagger`` treats
-    frequencies with |H| < threshold · max |H| as 0. Fused for one float32/float64 filter shared
-    by all channels; per-channel or batched filters and a filter that requires grad run deepinv's
-    code.
+    (None: given later, per call); ``pinv_threshold``: None (default) gives deepinv's ``A_dagger``
+    (frequencies with |H| <= 1e-5 treated as 0, the same frequencies as deepinv's); a number gives
+    fastsd's relative rule (|H| < threshold · max |H| treated as 0). Fused for one float32/float64
+    filter shared by all channels; per-channel or batched filters and a filter that requires grad
+    run deepinv's code.
     """
 
     _PARAMS = ("filter",)
-    _CONFIG = ("img_size",)
+    _CONFIG = ("img_size", "pinv_threshold")
 
-    def __init__(self, img_size, filter=None, device="cpu", pinv_threshold: float = 1e-3, **kwargs):
-        self.pinv_threshold = float(pinv_threshold)
+    def __init__(self, img_size, filter=None, device="cpu", pinv_threshold: float | None = None, **kwargs):
+        self.pinv_threshold = None if pinv_threshold is None else float(pinv_threshold)
         super().__init__(img_size=img_size, filter=filter, device=device, **kwargs)
 
     def _build(self, size):
@@ -528,6 +548,9 @@ class BlurFFT(_ImageOp, _dinv.physics.BlurFFT):
         if kernel is None:
             return None, reason
         try:
+            if self.pinv_threshold is None:
+                magnitude, phase = self.mask.detach()[0, 0, ..., 0], self.angle.detach()[0, 0]
+                return _CutoffBlur(kernel, tuple(self.img_size[-2:]), magnitude, phase), None
             return _FsBlur(kernel, tuple(self.img_size[-2:]), self.pinv_threshold), None
         except ValueError as e:
             return None, str(e)
@@ -575,18 +598,20 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
     Args as deepinv's: ``img_size`` (C, H, W) (None: taken from each input), ``filter``
     (``'gaussian'``, ``'bilinear'``, ``'bicubic'``, ``'sinc'``, a tensor or None, with deepinv's
     meaning; fastsd adds ``'avg'``, the f × f box filter), ``factor``, ``padding``, ``device``;
-    ``pinv_threshold`` as in :class:`fastsd.ops.image.Downsample`. Fused for circular padding,
+    ``pinv_threshold``: None (default) gives deepinv's ``A_dagger`` (its least-squares solver, run
+    on this class's A and A^H); a number gives fastsd's closed form with the threshold of
+    :class:`fastsd.ops.image.Downsample`. Fused for circular padding,
     one filter shared by all channels and sizes divisible by the factor (any filter: the fused
     operator takes the impulse response of deepinv's own convolution); other paddings, per-channel
     filters and a filter that requires grad run deepinv's code.
     """
 
     _PARAMS = ("filter", "factor")
-    _CONFIG = ("padding", "imsize")
+    _CONFIG = ("padding", "imsize", "pinv_threshold")
 
     def __init__(self, img_size=None, filter="warn", factor: int = 2, device="cpu", padding: str = "circular",
-                 pinv_threshold: float = 1e-3, **kwargs):
-        self.pinv_threshold = float(pinv_threshold)
+                 pinv_threshold: float | None = None, **kwargs):
+        self.pinv_threshold = None if pinv_threshold is None else float(pinv_threshold)
         if isinstance(filter, str) and filter == "avg":
             filter = deepinv_downsampling_filter("avg", int(factor))
         super().__init__(img_size=img_size, filter=filter, factor=factor, device=device, padding=padding, **kwargs)
@@ -625,8 +650,16 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
             h = _dinv.physics.functional.conv2d(delta, kernel.cpu().double()[None, None], padding="circular")[0, 0]
         except (RuntimeError, ValueError) as e:  # e.g. a filter too large for circular padding
             return None, f"deepinv's circular convolution fails: {e}"
-        op = _CircularDownsample(h, f, self.pinv_threshold, kernel.dtype)
+        op = _CircularDownsample(h, f, 1e-3 if self.pinv_threshold is None else self.pinv_threshold, kernel.dtype)
         return op.to(kernel.device), None
+
+    def A_dagger(self, y, **kwargs):
+        """deepinv's least-squares ``A_dagger`` (``pinv_threshold=None``), or fastsd's closed form."""
+        if self.pinv_threshold is not None:
+            return super().A_dagger(y, **kwargs)
+        x = _dinv.physics.Downsampling.A_dagger(self, y, **kwargs)
+        self.fastsd_path, self.fallback_reason = "deepinv", "A_dagger: deepinv's least-squares solver (pinv_threshold=None)"
+        return x
 
 # -- fastsd solvers on deepinv problems -----------------------------------------------------
 
