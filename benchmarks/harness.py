@@ -67,6 +67,12 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
+            deepinv_dip_tasks=["inpainting", "deblur", "mri"],
+            deepinv_dip_size=128,
+            deepinv_dip_seeds=3,
+            deepinv_dip_budget_s=20.0,
+            deepinv_dip_every=25,
+            deepinv_dip_candidates=[[128, 5, 1e-2], [64, 5, 1e-2], [32, 5, 1e-2], [32, 4, 1e-2], [32, 5, 3e-3]],
             max_item_s=15.0,
         )
     return dict(
@@ -97,6 +103,12 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
+        deepinv_dip_tasks=["inpainting", "deblur", "mri"],
+        deepinv_dip_size=64,
+        deepinv_dip_seeds=3,
+        deepinv_dip_budget_s=20.0,
+        deepinv_dip_every=25,
+        deepinv_dip_candidates=[[128, 5, 1e-2], [64, 5, 1e-2], [32, 5, 1e-2], [32, 4, 1e-2], [32, 5, 3e-3]],
         max_item_s=2.0,
     )
 

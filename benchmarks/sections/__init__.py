@@ -5,10 +5,11 @@ Each module has ``run(b)`` (measures through the :class:`benchmarks.harness.Benc
 header and cell key, see :func:`benchmarks.harness._cell`) and, where the issue sets targets,
 ``targets(results)``.
 """
-from benchmarks.sections import anchor, batch, copy, levers, native, ops, step, volume3d
+from benchmarks.sections import anchor, batch, copy, deepinv_dip, levers, native, ops, step, volume3d
 
 SECTIONS = dict(copy=copy, ops=ops, step=step, levers=levers, batch=batch, anchor=anchor, volume3d=volume3d,
-                native=native)
-# What a run without --only measures; volume3d (full 3-D solves, minutes on a GPU) and native (needs
-# the optional extension, scripts/native_gpu_check.sh) run when named.
+                native=native, deepinv_dip=deepinv_dip)
+# What a run without --only measures; volume3d (full 3-D solves, minutes on a GPU), native (needs
+# the optional extension, scripts/native_gpu_check.sh) and deepinv_dip (needs deepinv: run from
+# .venv-deepinv) run when named.
 DEFAULT = ("copy", "ops", "step", "levers", "batch", "anchor")
