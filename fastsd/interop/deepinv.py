@@ -693,15 +693,21 @@ class PhysicsOperator(LinearOperator):
         return self.physics.A_dagger(y)
 
 
-def to_fastsd(physics, y: torch.Tensor) -> tuple[LinearOperator, torch.Tensor]:
+def to_fastsd(physics, y) -> tuple[LinearOperator, torch.Tensor]:
     """(fastsd operator, measurement in its layout) for a deepinv physics and measurement ``y``.
 
     The classes of this module give their fused operator where their configuration has one;
     deepinv's own ``MRI`` / ``MultiCoilMRI`` become a fused :class:`fastsd.ops.mri.MRI` (``MRI3D``
     for ``three_d``); any other linear physics (and any configuration without a fused operator)
-    is wrapped in :class:`PhysicsOperator`. Images come back in deepinv's layout either way.
+    is wrapped in :class:`PhysicsOperator`; stacked linear physics (``deepinv.physics.stack``,
+    ``y`` a ``TensorList``) become one :class:`~fastsd.interop.deepinv_stack.StackedOperator` over
+    the fastsd forms of their parts. Images come back in deepinv's layout either way.
     """
     P = _dinv.physics
+    if isinstance(physics, P.StackedLinearPhysics):
+        from fastsd.interop.deepinv_stack import stacked_to_fastsd
+
+        return stacked_to_fastsd(physics, y, to_fastsd)
     if isinstance(physics, _Fused):
         op, _ = physics._fused_op(physics._size(y, "y"))
         if op is not None:
@@ -735,7 +741,8 @@ class SDIReconstructor(_Reconstructor):
         self.method, self.options = method, dict(options)
         self.result_ = None
 
-    def forward(self, y: torch.Tensor, physics, **kwargs) -> torch.Tensor:
+    def forward(self, y, physics, **kwargs) -> torch.Tensor:
+        """The reconstruction from ``y`` (a tensor, or a ``TensorList`` for stacked physics)."""
         from fastsd.api import solve
 
         op, y_fs = to_fastsd(physics, y)
