@@ -30,6 +30,17 @@ VOL = (3, 5, 7)  # 3D MRI volume size (D, H, W): odd, and no two alike
 IMG = (3, 16, 16)  # image-operator size (C, H, W)
 
 
+@pytest.fixture(autouse=True, params=["fused"])
+def cpu_path(request, monkeypatch):
+    """On CPU tensors the classes take the direct path by default (tests/test_deepinv_direct.py);
+    these tests check the fused path, which CUDA takes, unless a test asks for both."""
+    monkeypatch.setattr(fi._Fused, "cpu_path", request.param)
+    return request.param
+
+
+BOTH_PATHS = pytest.mark.parametrize("cpu_path", ["fused", "direct"], indirect=True)
+
+
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -117,6 +128,7 @@ def _dense(physics, shape, dtype=torch.float64):
 # -- against deepinv ------------------------------------------------------------------------
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("name", CASES)
 def test_matches_deepinv(name):
     ours, ref, shape = _case(name)
@@ -135,6 +147,7 @@ def test_matches_deepinv(name):
     assert rel_err(ours(x), ref(x)) < 1e-5
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("name", CASES)
 def test_pinv_and_prox_match_dense_float64(name):
     if name.endswith("per_problem_mask"):
@@ -160,6 +173,7 @@ def test_pinv_and_prox_match_dense_float64(name):
     assert rel_err(ours.prox_l2(z, y, gamma), want) < 2e-5
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("name", CASES)
 def test_adjointness_and_torch_func_vjp(name):
     ours, ref, shape = _case(name)

@@ -52,6 +52,8 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
 
 from fastsd._checks import check_finite, check_tensor
 from fastsd._utils import per_problem
+from fastsd.interop import deepinv_direct as _direct
+from fastsd.interop.deepinv_direct import DEEPINV_PINV_CUTOFF, DirectPath
 from fastsd.functional.mri import IMAGE_DTYPES
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
@@ -153,7 +155,7 @@ def _identity(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-class _Fused:
+class _Fused(DirectPath):
     """Mixin placed before a deepinv physics class: runs its linear algebra on a fused fastsd
     operator where fastsd has one for the current configuration, and on the deepinv parent
     class's own implementation everywhere else.
@@ -283,13 +285,16 @@ class _Fused:
         return self._parent(name, t, **rest) if op is None else _Linear.apply(t, self, op, which)
 
     def A(self, x, **kwargs):
-        return self._linear("A", "forward", x, kwargs)
+        hit = self._direct("A", x, kwargs)
+        return hit[0](self, hit[1], x) if hit else self._linear("A", "forward", x, kwargs)
 
     def A_adjoint(self, y, **kwargs):
-        return self._linear("A_adjoint", "adjoint", y, kwargs)
+        hit = self._direct("A_adjoint", y, kwargs)
+        return hit[0](self, hit[1], y) if hit else self._linear("A_adjoint", "adjoint", y, kwargs)
 
     def A_adjoint_A(self, x, **kwargs):
-        return self._linear("A_adjoint_A", "normal", x, kwargs)
+        hit = self._direct("A_adjoint_A", x, kwargs)
+        return hit[0](self, hit[1], x) if hit else self._linear("A_adjoint_A", "normal", x, kwargs)
 
     def prox_l2(self, z, y, gamma, **kwargs):
         """argmin_x γ/2 ‖A x − y‖² + ½ ‖x − z‖² (fastsd's closed form, or CG where there is none).
@@ -298,6 +303,10 @@ class _Fused:
         deepinv's solver options (``solver``, ``tol``, ...) are ignored and ``max_iter`` sets the
         CG iterations where CG is used.
         """
+        g = _direct._scalar_gamma(gamma)
+        hit = self._direct("prox_l2", z, kwargs) if g is not None and isinstance(y, torch.Tensor) else None
+        if hit:
+            return hit[0](self, hit[1], z, y, g)
         rest = self._apply_params(kwargs)
         zt = z if isinstance(z, torch.Tensor) else None
         why = None
@@ -319,6 +328,9 @@ class _Fused:
     def A_dagger(self, y, **kwargs):
         """Minimum-norm least-squares solution A^† y: fastsd's closed form, or CG with
         ``max_iter`` iterations (persisting, as in deepinv) where there is none."""
+        hit = self._direct("A_dagger", y, kwargs) if getattr(self, "pinv_threshold", None) is None else None
+        if hit:
+            return hit[0](self, hit[1], y)
         rest = self._apply_params(kwargs)
         op = self._route((y, "y"))
         if op is None:
@@ -375,6 +387,7 @@ class _MRILayout(_Fused):
 
     _PARAMS = ("mask",)
     _CONFIG = ("three_d",)
+    _DIRECT = _direct.MRI
     _multicoil = False
     _native_batched_gamma = False
 
@@ -447,6 +460,7 @@ class MultiCoilMRI(_MRILayout, _dinv.physics.MultiCoilMRI):
 
     _multicoil = True
     _PARAMS = ("mask", "coil_maps")
+    _DIRECT = _direct.MultiCoilMRI
 
     def __init__(self, mask=None, coil_maps=None, img_size=(320, 320), three_d: bool = False, device="cpu", **kwargs):
         if isinstance(coil_maps, int):
@@ -484,6 +498,7 @@ class Inpainting(_ImageOp, _dinv.physics.Inpainting):
     """
 
     _PARAMS = ("mask",)
+    _DIRECT = _direct.Inpainting
 
     def _build(self, size):
         if not isinstance(self.mask, torch.Tensor):
@@ -504,10 +519,6 @@ def _one_kernel(filt: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     if not all(torch.equal(f[0, 0], f[0, c]) for c in range(1, f.shape[1])):
         return None, "a different filter per channel"
     return f[0, 0], None
-
-
-# deepinv's DecomposablePhysics.A_dagger keeps the singular values above this absolute cut-off
-DEEPINV_PINV_CUTOFF = 1e-5
 
 
 class _CutoffBlur(_FsBlur):
@@ -538,6 +549,7 @@ class BlurFFT(_ImageOp, _dinv.physics.BlurFFT):
 
     _PARAMS = ("filter",)
     _CONFIG = ("img_size", "pinv_threshold")
+    _DIRECT = _direct.BlurFFT
 
     def __init__(self, img_size, filter=None, device="cpu", pinv_threshold: float | None = None, **kwargs):
         self.pinv_threshold = None if pinv_threshold is None else float(pinv_threshold)
@@ -608,6 +620,7 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
 
     _PARAMS = ("filter", "factor")
     _CONFIG = ("padding", "imsize", "pinv_threshold")
+    _DIRECT = _direct.Downsampling
 
     def __init__(self, img_size=None, filter="warn", factor: int = 2, device="cpu", padding: str = "circular",
                  pinv_threshold: float | None = None, **kwargs):
