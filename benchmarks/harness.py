@@ -67,6 +67,10 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
+            deepinv_size=128,
+            deepinv_batches=[1, 8],
+            deepinv_op_reps=(100, 10),
+            deepinv_max_item_s=5.0,
             deepinv_dip_tasks=["inpainting", "deblur", "mri"],
             deepinv_dip_size=128,
             deepinv_dip_seeds=3,
@@ -103,6 +107,10 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
+        deepinv_size=128,
+        deepinv_batches=[1, 8],
+        deepinv_op_reps=(60, 5),
+        deepinv_max_item_s=6.0,
         deepinv_dip_tasks=["inpainting", "deblur", "mri"],
         deepinv_dip_size=64,
         deepinv_dip_seeds=3,

@@ -46,7 +46,7 @@ def _case(name):
     if name == "multicoil":
         m, s = equispaced_mask((H, W), 2, acs_lines=2), torch.randn(3, H, W, dtype=torch.complex64, generator=_gen(3))
         ours = fi.MultiCoilMRI(mask=m, coil_maps=s, img_size=(H, W))
-        return ours, dinv.physics.MultiCoilMRI(mask=m, coil_maps=s, img_size=(H, W)), (2, H, W), ops[:3]
+        return ours, dinv.physics.MultiCoilMRI(mask=m, coil_maps=s, img_size=(H, W)), (2, H, W), ops
     if name == "sr":
         ref = dinv.physics.Downsampling(IMG, filter="bicubic", factor=2, padding="circular")
         return fi.Downsampling(IMG, filter="bicubic", factor=2), ref, IMG, ops[:4]
@@ -78,7 +78,8 @@ def test_direct_matches_deepinv(name, dtype):
         got, want = _call(ours, op, x, y, z), _call(ref, op, x, y, z)
         assert ours.fastsd_path == "direct", (op, ours.fastsd_path, ours.fallback_reason)
         assert got.dtype == want.dtype and got.shape == want.shape, op
-        assert rel_err(got, want) < tol, op
+        # deepinv's iterative solvers (multi-coil prox and pseudo-inverse) stop at a tolerance
+        assert rel_err(got, want) < (1e-4 if name == "multicoil" and op in ("prox_l2", "A_dagger") else tol), op
     # torch.func, as deepinv uses it: the vjp of A is A^H
     _, vjp = torch.func.vjp(ours.A, x)
     assert rel_err(vjp(y)[0], ref.A_adjoint(y)) < 1e-5

@@ -52,9 +52,9 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
 
 from fastsd._checks import check_finite, check_tensor
 from fastsd._utils import per_problem
+from fastsd.functional.mri import IMAGE_DTYPES
 from fastsd.interop import deepinv_direct as _direct
 from fastsd.interop.deepinv_direct import DEEPINV_PINV_CUTOFF, DirectPath
-from fastsd.functional.mri import IMAGE_DTYPES
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
 from fastsd.ops.image import FFT_DTYPES, _as_complex, bicubic_kernel

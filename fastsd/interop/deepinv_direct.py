@@ -15,7 +15,8 @@ buffers' identity and in-place version, so a replaced or updated buffer is seen 
 - MRI (single coil): deepinv's centred orthonormal FFT with the shifts folded into the data as
   a (−1)^(n+m) checkerboard (exact for even sizes: a sign flip rounds nothing; odd sizes take
   the fused path); the prox and pseudo-inverse in k-space, one FFT each way.
-- MultiCoilMRI: ``A`` and ``A^H`` as for MRI with the checkerboard folded into the coil maps.
+- MultiCoilMRI: ``A`` and ``A^H`` as for MRI with the checkerboard folded into the coil maps;
+  ``prox_l2`` and ``A_dagger`` are deepinv's own iterative solvers running on them.
 - Downsampling: fastsd's FFT implementation (faster than deepinv's spatial convolution on CPU),
   called directly.
 
@@ -52,6 +53,13 @@ def _checkerboard(shape, dtype, device) -> tuple[torch.Tensor, float]:
     return c, (-1.0) ** (sum(shape) // 2)
 
 
+def _buffer(p, name: str):
+    """``p.<name>`` read from the module's buffers directly (nn.Module's attribute fallback costs
+    about 1 µs, an eighth of deepinv's whole Inpainting.A at 128²)."""
+    b = p._buffers.get(name)
+    return b if b is not None else getattr(p, name)
+
+
 def _fits(m: torch.Tensor, shape) -> bool:
     """Whether ``m`` broadcasts over the even image size ``shape`` (the checkerboard's)."""
     return not any(n % 2 for n in shape) and all(k in (1, n) for k, n in zip(reversed(m.shape), reversed(shape)))
@@ -69,6 +77,7 @@ def _real(z: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
 class Inpainting:
     FROM = ("mask",)
+    PLAIN = ("A", "A_adjoint")  # ops that read deepinv's buffers as they are (no derived values)
 
     @staticmethod
     def prepare(p, shape, kind):
@@ -79,9 +88,11 @@ class Inpainting:
 
     @staticmethod
     def A(p, d, x):
-        return d["m"] * x
+        return _buffer(p, "mask") * x
 
-    A_adjoint = A
+    @staticmethod
+    def A_adjoint(p, d, y):
+        return _buffer(p, "mask").conj() * y
 
     @staticmethod
     def A_adjoint_A(p, d, x):
@@ -98,6 +109,7 @@ class Inpainting:
 
 class BlurFFT:
     FROM = ("mask", "angle")
+    PLAIN = ()
 
     @staticmethod
     def prepare(p, shape, kind):
@@ -138,6 +150,7 @@ class MRI:
     """Single-coil MRI, deepinv's mask (B|1, 2, *S) in its real (re, im) layout."""
 
     FROM = ("mask",)
+    PLAIN = ()
 
     @staticmethod
     def prepare(p, shape, kind):
@@ -180,6 +193,7 @@ class MultiCoilMRI:
     """Multi-coil MRI: deepinv's mask (B|1, 2, *S), coil maps (B|1, N, *S) complex."""
 
     FROM = ("mask", "coil_maps")
+    PLAIN = ()
 
     @staticmethod
     def prepare(p, shape, kind):
@@ -208,6 +222,15 @@ class MultiCoilMRI:
     def A_adjoint_A(p, d, x):
         return MultiCoilMRI.A_adjoint(p, d, MultiCoilMRI.A(p, d, x))
 
+    # deepinv's own iterative solvers (the same iterations and tolerance), on the direct A and A^H
+    @staticmethod
+    def prox_l2(p, d, z, y, gamma):
+        return super(DirectPath, p).prox_l2(z, y, gamma)
+
+    @staticmethod
+    def A_dagger(p, d, y):
+        return super(DirectPath, p).A_dagger(y)
+
 
 class Downsampling:
     """fastsd's FFT Downsample (the fused operator's own plain-torch methods) on the image size
@@ -215,6 +238,7 @@ class Downsampling:
 
     FROM = ("filter",)
 
+    PLAIN = ()
     FROM = None  # not cached here: the fused operator is (by deepinv's buffers and the image size)
 
     @staticmethod
@@ -260,7 +284,7 @@ class DirectPath:
 
     def _direct(self, name: str, t, kwargs: dict):
         """(function, derived values) for op ``name`` on ``t`` (a CPU float32/float64 tensor, no
-        per-call parameters), or None: the routed path."""
+        per-call parameters), or None: the routed path. Kept lean: it runs on every call."""
         impl = self._DIRECT
         if impl is None or self.cpu_path != "direct" or not isinstance(t, torch.Tensor) or not t.is_cpu \
                 or t.dtype not in _DTYPES or (kwargs and any(v is not None for v in kwargs.values())):
@@ -268,20 +292,23 @@ class DirectPath:
         fn = getattr(impl, name, None)
         if fn is None:
             return None
-        if impl.FROM is None:
+        if name in impl.PLAIN:
+            d = True
+        elif impl.FROM is None:
             d = impl.prepare(self, t, _KIND[name])
         else:
             d = self._direct_values(impl, t)
         if d is None:
             return None
-        self.__dict__["fastsd_path"], self.__dict__["fallback_reason"] = "direct", None
+        self.__dict__["fastsd_path"] = "direct"
+        self.__dict__["fallback_reason"] = None
         return fn, d
 
     def _direct_values(self, impl, t):
         """``impl.prepare`` for the current buffers and image size, cached by the buffers' identity
         and in-place version; None where the direct path does not cover them (a buffer that
         requires grad, a configuration ``prepare`` declines)."""
-        bufs = tuple(getattr(self, n, None) for n in impl.FROM)
+        bufs = tuple(_buffer(self, n) if n in self._buffers else getattr(self, n, None) for n in impl.FROM)
         shape = tuple(t.shape[-3:] if getattr(self, "three_d", False) else t.shape[-2:])
         c = self.__dict__.get("_direct_cache")
         if c is not None and c[2] == shape and all(
