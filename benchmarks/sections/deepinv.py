@@ -28,11 +28,13 @@ METHOD = ("For each class, batch B in deepinv_batches and op: fastsd.interop.dee
           "perf_counter, device synchronised; fewer pairs for slow ops so that an item stays within about "
           "deepinv_max_item_s). deepinv_ms / fastsd_ms: medians of the calls; *_min_ms: their minima; speedup: "
           "the median over the pairs of deepinv's time / fastsd's time (each pair ran back to back, so it shares the "
-          "machine's load); rel_err: ||fastsd - deepinv|| / ||deepinv|| of the outputs; path: "
+          "machine's load); speedup_min: deepinv's minimum / fastsd's minimum, the cost of each without interference "
+          "(on a shared or throttled CPU, where a call can be descheduled for longer than it runs, the figure the "
+          "targets use); rel_err: ||fastsd - deepinv|| / ||deepinv|| of the outputs; path: "
           "physics.fastsd_path after fastsd's call ('direct' on CPU, 'fastsd' = fused ops, 'deepinv' = deepinv's "
           "own code). One torch thread on CPU.")
 COLUMNS = [("name", "name"), ("path", "path"), ("deepinv ms", "deepinv_ms"), ("fastsd ms", "fastsd_ms"),
-           ("deepinv min ms", "deepinv_min_ms"), ("fastsd min ms", "fastsd_min_ms"), ("speedup", "speedup"),
+           ("deepinv min ms", "deepinv_min_ms"), ("fastsd min ms", "fastsd_min_ms"), ("speedup", "speedup"), ("speedup (min)", "speedup_min"),
            ("pairs", "pairs"), ("rel err", "rel_err")]
 
 
@@ -118,7 +120,8 @@ def run(b) -> None:
                     ratios = [r / o for r, o in zip(t_ref, t_ours)]
                     return t_ours, dict(deepinv_ms=1e3 * statistics.median(t_ref), fastsd_ms=1e3 * statistics.median(t_ours),
                                         deepinv_min_ms=1e3 * min(t_ref), fastsd_min_ms=1e3 * min(t_ours),
-                                        speedup=statistics.median(ratios), pairs=len(ratios), rel_err=err,
+                                        speedup=statistics.median(ratios), speedup_min=min(t_ref) / min(t_ours),
+                                        pairs=len(ratios), rel_err=err,
                                         path=ours.fastsd_path, deepinv_times_s=t_ref)
 
                 params = dict(cls=name, op=op, batch=B, shape=list((B,) + shape), device=dev.type,
@@ -128,6 +131,10 @@ def run(b) -> None:
 
 
 def targets(results: list[dict]) -> dict:
-    """fastsd's class at least as fast as deepinv's, per class, op, device and batch."""
-    return {f"deepinv_op_speedup[{r['name'].split('/', 1)[1]}]": target_entry(r.get("speedup"), 1.0, ">=")
+    """fastsd's class at least as fast as deepinv's, per class, op, device and batch (ratio of the
+    minima on CPU, of the medians on CUDA, where the timer is not descheduled)."""
+    def value(r):
+        return r.get("speedup_min") if r["params"]["device"] == "cpu" else r.get("speedup")
+
+    return {f"deepinv_op_speedup[{r['name'].split('/', 1)[1]}]": target_entry(value(r), 1.0, ">=")
             for r in results if r["section"] == "deepinv" and "median_s" in r}
