@@ -36,6 +36,13 @@ TIMING = ("CUDA: the item's warm-up calls, then triton.testing.do_bench(fn, retu
           "items so that one item stays within about max_item_s.")
 
 
+# sections deepinv and deepinv_dip: the same problems on every device (the DIP candidates are
+# fastsd DIP (width, depth, lr))
+DEEPINV = dict(deepinv_size=128, deepinv_batches=[1, 8], deepinv_dip_tasks=["inpainting", "deblur", "mri"],
+               deepinv_dip_seeds=3, deepinv_dip_budget_s=20.0, deepinv_dip_every=25,
+               deepinv_dip_candidates=[[128, 5, 1e-2], [64, 5, 1e-2], [32, 5, 1e-2], [32, 4, 1e-2], [32, 5, 3e-3]])
+
+
 def config(device: torch.device, quick: bool) -> dict:
     """Sizes and repetition counts of every section: paper sizes on CUDA, small ones on CPU."""
     if device.type == "cuda":
@@ -67,16 +74,10 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
-            deepinv_size=128,
-            deepinv_batches=[1, 8],
             deepinv_op_reps=(100, 10),
             deepinv_max_item_s=5.0,
-            deepinv_dip_tasks=["inpainting", "deblur", "mri"],
             deepinv_dip_size=128,
-            deepinv_dip_seeds=3,
-            deepinv_dip_budget_s=20.0,
-            deepinv_dip_every=25,
-            deepinv_dip_candidates=[[128, 5, 1e-2], [64, 5, 1e-2], [32, 5, 1e-2], [32, 4, 1e-2], [32, 5, 3e-3]],
+            **DEEPINV,
             max_item_s=15.0,
         )
     return dict(
@@ -107,16 +108,10 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
-        deepinv_size=128,
-        deepinv_batches=[1, 8],
         deepinv_op_reps=(60, 5),
         deepinv_max_item_s=6.0,
-        deepinv_dip_tasks=["inpainting", "deblur", "mri"],
         deepinv_dip_size=64,
-        deepinv_dip_seeds=3,
-        deepinv_dip_budget_s=20.0,
-        deepinv_dip_every=25,
-        deepinv_dip_candidates=[[128, 5, 1e-2], [64, 5, 1e-2], [32, 5, 1e-2], [32, 4, 1e-2], [32, 5, 3e-3]],
+        **DEEPINV,
         max_item_s=2.0,
     )
 

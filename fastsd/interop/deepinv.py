@@ -15,9 +15,12 @@ replacements: same constructor arguments, layouts, parameters (``update``,
 for the current configuration, ``A``, ``A_adjoint``, ``A_adjoint_A``, ``prox_l2`` and
 ``A_dagger`` run on it (``physics.fastsd_op``: fused Triton kernels on CUDA); everywhere else
 (per-channel MRI masks or filters, non-circular padding, a parameter that requires grad,
-float64 MRI data, ...) the deepinv parent class's own code runs. ``physics.fastsd_path``
-(``'fastsd'`` or ``'deepinv'``) and ``physics.fallback_reason`` tell which path the last call
-took, and the ``fastsd.interop.deepinv`` logger records each change at DEBUG level.
+float64 MRI data, ...) the deepinv parent class's own code runs. On CPU tensors a third path is
+the default, ``'direct'``: deepinv's computation in plain torch without its per-call bookkeeping
+(:mod:`fastsd.interop.deepinv_direct`; ``physics.cpu_path = 'fused'`` runs the fused ops there
+too). ``physics.fastsd_path`` (``'fastsd'``, ``'deepinv'`` or ``'direct'``) and
+``physics.fallback_reason`` tell which path the last call took, and the ``fastsd.interop.deepinv``
+logger records each change of routed path at DEBUG level.
 
 On the fused path ``A``, ``A_adjoint``, ``A_adjoint_A`` and ``prox_l2`` are autograd Functions in
 ``setup_context`` style, so ``torch.func`` transforms (deepinv computes vector-Jacobian products
