@@ -673,7 +673,7 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
         """deepinv's least-squares ``A_dagger`` (``pinv_threshold=None``), or fastsd's closed form."""
         if self.pinv_threshold is not None:
             return super().A_dagger(y, **kwargs)
-        x = _dinv.physics.Downsampling.A_dagger(self, y, **kwargs)
+        x = self._parent("A_dagger", y, **kwargs)  # the parent class's (deepinv.physics may name this class)
         self.fastsd_path, self.fallback_reason = "deepinv", "A_dagger: deepinv's least-squares solver (pinv_threshold=None)"
         return x
 
