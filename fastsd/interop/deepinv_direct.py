@@ -20,7 +20,8 @@ buffers' identity and in-place version, so a replaced or updated buffer is seen 
 - Downsampling: fastsd's FFT implementation (faster than deepinv's spatial convolution on CPU),
   called directly.
 
-Everything is plain differentiable torch, so autograd and ``torch.func`` work; a parameter that
+Everything is plain differentiable torch (the in-place products act on fresh FFT outputs, which
+no backward needs), so autograd and ``torch.func`` work; a parameter that
 requires grad, per-call parameters and non-default options take the routed path of
 :class:`fastsd.interop.deepinv._Fused`. Each class here names the deepinv buffers it derives from
 (``FROM``) and implements the ops it covers; ``prepare`` returns the derived values or None.
@@ -122,7 +123,7 @@ class BlurFFT:
 
     @staticmethod
     def _filter(d, x, h):
-        return torch.fft.irfft2(torch.fft.rfft2(x) * h, s=d["size"])
+        return torch.fft.irfft2(torch.fft.rfft2(x).mul_(h), s=d["size"])
 
     @staticmethod
     def A(p, d, x):
@@ -166,27 +167,27 @@ class MRI:
     @staticmethod
     def A(p, d, x):
         k = torch.fft.fftn(_complex(x * d["c"]), dim=d["dims"], norm="ortho")
-        return _real(k) * d["mcs"]
+        return _real(k).mul_(d["mcs"])
 
     @staticmethod
     def A_adjoint(p, d, y):
-        return _real(torch.fft.ifftn(_complex(y * d["mc"]), dim=d["dims"], norm="ortho")) * d["cs"]
+        return _real(torch.fft.ifftn(_complex(y * d["mc"]), dim=d["dims"], norm="ortho").mul_(d["cs"]))
 
     @staticmethod
     def A_adjoint_A(p, d, x):
         k = torch.fft.fftn(_complex(x * d["c"]), dim=d["dims"], norm="ortho")
-        return _real(torch.fft.ifftn(_complex(_real(k) * d["m2"]), dim=d["dims"], norm="ortho")) * d["c"]
+        return _real(torch.fft.ifftn(_complex(_real(k) * d["m2"]), dim=d["dims"], norm="ortho").mul_(d["c"]))
 
     @staticmethod
     def prox_l2(p, d, z, y, gamma):
         # deepinv: F^H ((m ⊙ y + F z / γ) / (m² + 1/γ)) with F its centred FFT
         kz = _real(torch.fft.fftn(_complex(z * d["c"]), dim=d["dims"], norm="ortho"))
         w = (y * d["mcs"] + kz / gamma) / (d["m2"] + 1 / gamma)
-        return _real(torch.fft.ifftn(_complex(w), dim=d["dims"], norm="ortho")) * d["c"]
+        return _real(torch.fft.ifftn(_complex(w), dim=d["dims"], norm="ortho").mul_(d["c"]))
 
     @staticmethod
     def A_dagger(p, d, y):
-        return _real(torch.fft.ifftn(_complex(y * d["inv_c"]), dim=d["dims"], norm="ortho")) * d["cs"]
+        return _real(torch.fft.ifftn(_complex(y * d["inv_c"]), dim=d["dims"], norm="ortho").mul_(d["cs"]))
 
 
 class MultiCoilMRI:
@@ -211,7 +212,7 @@ class MultiCoilMRI:
     @staticmethod
     def A(p, d, x):
         k = torch.fft.fftn(d["maps_c"] * _complex(x)[:, None], dim=d["dims"], norm="ortho")
-        return _real(k) * d["mask_cs"]
+        return _real(k).mul_(d["mask_cs"])
 
     @staticmethod
     def A_adjoint(p, d, y):
