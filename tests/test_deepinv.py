@@ -149,7 +149,7 @@ def test_matches_deepinv(name):
 
 @BOTH_PATHS
 @pytest.mark.parametrize("name", CASES)
-def test_pinv_and_prox_match_dense_float64(name):
+def test_pinv_and_prox_match_dense_float64(name, cpu_path):
     if name.endswith("per_problem_mask"):
         pytest.skip("per-problem masks: one dense matrix per problem (covered by test_matches_deepinv)")
     ours, ref, shape = _case(name)
@@ -170,7 +170,9 @@ def test_pinv_and_prox_match_dense_float64(name):
     zv = z.reshape(B, -1).double()
     lhs = torch.eye(A.shape[1], dtype=torch.float64) + gamma * A.T @ A
     want = torch.linalg.solve(lhs, (zv + gamma * (A.T @ yv.T).T).T).T.reshape(shape)
-    assert rel_err(ours.prox_l2(z, y, gamma), want) < 2e-5
+    # the direct multi-coil prox is deepinv's own CG, which stops at its tolerance 1e-4
+    cg_tol = name.startswith("multicoil") and cpu_path == "direct"
+    assert rel_err(ours.prox_l2(z, y, gamma), want) < (3e-4 if cg_tol else 2e-5)
 
 
 @BOTH_PATHS
