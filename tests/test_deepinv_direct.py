@@ -133,3 +133,7 @@ def test_filter_that_requires_grad_gets_gradients():
     x = torch.randn((1,) + IMG, generator=_gen(12))
     ours.A(x).square().sum().backward()
     assert ours.fastsd_path == "deepinv" and f.grad is not None and f.grad.abs().sum() > 0
+    filt = dinv.physics.Downsampling(IMG, filter="bicubic", factor=2).filter.clone().requires_grad_()
+    down = fi.Downsampling(IMG, filter=filt, factor=2)
+    down.A(x).square().sum().backward()
+    assert down.fastsd_path == "deepinv" and filt.grad is not None and filt.grad.abs().sum() > 0

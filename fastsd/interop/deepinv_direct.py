@@ -244,7 +244,11 @@ class Downsampling:
 
     @staticmethod
     def prepare(p, t, kind):
-        """The fused operator for a call on ``t`` (an image ``'x'`` or measurement ``'y'``), or None."""
+        """The fused operator for a call on ``t`` (an image ``'x'`` or measurement ``'y'``), or None
+        (also where the filter requires grad: deepinv's differentiable path)."""
+        filt = p.filter
+        if isinstance(filt, torch.Tensor) and filt.requires_grad:
+            return None
         op, reason = p._fused_op(p._size(t, kind))
         if reason is not None or t.ndim != 4:
             return None
