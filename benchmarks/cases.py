@@ -216,18 +216,18 @@ def mri_op_cases(B: int, C: int, H: int, W: int, device, size: str,
 def mri_kernel_cases(B: int, C: int, H: int, W: int, device, size: str) -> list[OpCase]:
     """The three Triton kernels of the MRI pipeline alone (CUDA only; no reference counterpart).
     Byte counts are exact: every operand read once, the output written once."""
-    from fastsd.kernels import mri_dc
+    from fastsd.kernels import mri as mri_kernels
 
     p = mri_problem(B, C, H, W, device)
     x, y, mask, smaps = p["x"], p["y"], p["mask"], p["smaps"]
-    k = torch.fft.fft2(mri_dc.pre_fft(x, smaps), norm="ortho")
+    k = torch.fft.fft2(mri_kernels.pre_fft(x, smaps), norm="ortho")
     N, spec = H * W, B * C * H * W * 8
     img, maps = B * 2 * N * 4, (C * N * 8 if smaps is not None else 0)
     params = dict(B=B, C=C, H=H, W=W, coil_maps=smaps is not None)
     cases = [
-        ("kernel_pre_fft", lambda: mri_dc.pre_fft(x, smaps), img + maps + spec),
-        ("kernel_post_fft_residual", lambda: mri_dc.post_fft(k, y, mask, "residual"), 3 * spec + 4 * N),
-        ("kernel_post_ifft", lambda: mri_dc.post_ifft(k, smaps), spec + maps + img),
+        ("kernel_pre_fft", lambda: mri_kernels.pre_fft(x, smaps), img + maps + spec),
+        ("kernel_post_fft_residual", lambda: mri_kernels.post_fft(k, y, mask, "residual"), 3 * spec + 4 * N),
+        ("kernel_post_ifft", lambda: mri_kernels.post_ifft(k, smaps), spec + maps + img),
     ]
     return [OpCase(n, size, params, f, None, b, b, keep=[x, y, k, mask, smaps]) for n, f, b in cases]
 

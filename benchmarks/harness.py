@@ -36,6 +36,10 @@ TIMING = ("CUDA: the item's warm-up calls, then triton.testing.do_bench(fn, retu
           "items so that one item stays within about max_item_s.")
 
 
+# The frontier section's settings shared by CPU and CUDA runs (sizes differ, below).
+FRONTIER = dict(frontier_coils=8, frontier_seeds=3, frontier_tolerance_db=0.3, frontier_scan_schedule=None,
+                frontier_warm_fractions=[0.1, 0.2], frontier_log=None, frontier_k_scale=1.0)
+
 # sections deepinv and deepinv_dip: the same problems on every device (the DIP candidates are
 # fastsd DIP (width, depth, lr))
 DEEPINV = dict(deepinv_size=128, deepinv_batches=[1, 8], deepinv_dip_tasks=["inpainting", "deblur", "mri"],
@@ -74,6 +78,8 @@ def config(device: torch.device, quick: bool) -> dict:
             volume3d_lr=None,
             volume3d_small=False,
             native_sizes=[("320", 1), ("fill", 64)],  # batch of 15-coil 320² slices: 0.8 GB of spectra at 64
+            **FRONTIER, frontier_size=320, frontier_small=False, frontier_slices=16, frontier_volume_depth=96,
+            frontier_workers=1,
             deepinv_op_reps=(100, 10),
             deepinv_max_item_s=5.0,
             deepinv_dip_size=128,
@@ -108,6 +114,8 @@ def config(device: torch.device, quick: bool) -> dict:
         volume3d_lr=3e-3,  # as fastsd demo --3d on CPU
         volume3d_small=True,
         native_sizes=[],  # CUDA only
+        **FRONTIER, frontier_size=128, frontier_small=True, frontier_slices=8, frontier_volume_depth=96,
+        frontier_workers=2,
         deepinv_op_reps=(60, 5),
         deepinv_max_item_s=6.0,
         deepinv_dip_size=64,

@@ -9,9 +9,11 @@ Sections (:mod:`benchmarks.sections`, one module each; each one failing is recor
 still run; once ``--budget-s`` seconds have passed the remaining items are skipped and recorded):
 
 1. ``copy``  — device copy bandwidth (``dst.copy_(src)``, 2 × nbytes per copy): the ceiling.
-2. ``ops``   — every fused op (``torch.ops.fastsd.*``) next to its plain-PyTorch reference at a
-   small size and at a GPU-filling size, with bytes counted explicitly, GB/s and fraction of the
-   copy bandwidth; on CUDA also the three Triton kernels of the MRI pipeline alone.
+2. ``ops``   — the operator ops ``torch.ops.fastsd.{mri_forward, mri_adjoint, mri_fidelity,
+   mri_dc, noisy_input, masked_fidelity}`` next to their plain-PyTorch references at a small size
+   and at a GPU-filling size, with bytes counted explicitly, GB/s and fraction of the copy
+   bandwidth; on CUDA also the three Triton kernels of the MRI pipeline alone. The network's fused
+   layers (``bn_relu``, ``upcat``) are timed inside the network step, in ``levers``.
 3. ``step``  — one SDI inner step: eager with the reference backend, eager fused, fused + CUDA
    graph; MRI single-coil 256² and 15-coil 320²; paper U-Net and small preset; plus the network's
    forward + backward alone, whose time subtracted from the step's is the non-network work.

@@ -3,7 +3,7 @@ optional extension ``fastsd._C`` (``csrc/``: cuFFT plans whose load/store callba
 multiply, packing, centring, mask, residual, loss sums and coil combine, so each operator is one
 or two FFT kernels and nothing else).
 
-Same function names and semantics as :mod:`fastsd.kernels.mri_dc` and
+Same function names and semantics as :mod:`fastsd.kernels.mri` and
 :mod:`fastsd.reference.mri`, so :mod:`fastsd._backend` hands this module to the ``fastsd::mri_*``
 custom ops for CUDA tensors of 2-D data. The extension is absent unless built
 (``FASTSD_BUILD_CUDA=1``, see the README); :func:`error` says why it did not import.

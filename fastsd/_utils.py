@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["per_problem", "dc_weight", "capturing", "pad_to", "accumulate_dtype"]
+__all__ = ["per_problem", "dc_weight", "capturing", "pad_to", "accumulate_dtype", "noise_shape", "memory_format"]
 
 
 def accumulate_dtype(x: torch.Tensor) -> torch.dtype:
@@ -45,3 +45,18 @@ def pad_to(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         diff = like.shape[d] - h.shape[d]
         pad += [diff // 2, diff - diff // 2]
     return F.pad(h, pad) if any(pad) else h
+
+
+def noise_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """Output shape of the noisy input: complex (B,H,W) -> real (B,2,H,W); real unchanged."""
+    if x.is_complex():
+        b, h, w = x.shape
+        return (b, 2, h, w)
+    return tuple(x.shape)
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for a channels-last (and not also contiguous) 4-D tensor, else contiguous:
+    the layout the upsample-concat op's outputs take from ``t``."""
+    cl = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if cl else torch.contiguous_format

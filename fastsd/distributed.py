@@ -3,24 +3,32 @@
 ``torchrun --nproc_per_node=N -m fastsd.cli reconstruct DIR ...`` starts N processes with
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` set. :func:`init` joins them
 into one process group, rank r takes ``items[r::N]`` (:func:`shard`), every rank writes its own
-outputs, and :func:`gather` brings the per-input records to rank 0, which writes the summary.
-The ranks exchange only these small records, never tensors.
+outputs; :func:`share` hands rank 0's word to the others and :func:`gather` brings per-rank
+records to rank 0. The ranks exchange only such small objects, never tensors.
 
 Backend: NCCL when the run is on CUDA and every process of a node has a GPU of its own (rank on
 node i uses GPU i), Gloo otherwise: on CPU, and when more processes than GPUs share a node (they
 then share GPUs round-robin, which can pay off for small images). Without torchrun
 (``WORLD_SIZE`` unset or 1) everything runs in the one process and no group is created.
+
+``WORLD_SIZE`` > 1 in a process that torchrun did not start (no ``TORCHELASTIC_RUN_ID``) is refused
+at once: such variables are left over from an earlier launch, and the process would otherwise
+wait for ranks that never come. The group's rendezvous and collectives time out after
+:data:`TIMEOUT` instead of torch's 30 minutes (the ranks meet only at the start).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "env_world", "init", "shard", "gather", "barrier", "finalize"]
+__all__ = ["Context", "env_world", "init", "shard", "share", "gather", "barrier", "finalize", "TIMEOUT"]
+
+TIMEOUT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,10 @@ def env_world() -> tuple[int, int, int, int]:
         raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world})")
     if not 0 <= local_rank < max(local_world, 1):
         raise ValueError(f"LOCAL_RANK={local_rank} must lie in [0, LOCAL_WORLD_SIZE={local_world})")
+    if world > 1 and not os.environ.get("TORCHELASTIC_RUN_ID"):
+        raise ValueError(f"WORLD_SIZE={world} and RANK={rank} are set but this process was not started by torchrun "
+                         f"(no TORCHELASTIC_RUN_ID): unset WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT "
+                         f"(left over from an earlier launch?) or launch with torchrun")
     return rank, world, local_rank, local_world
 
 
@@ -84,7 +96,12 @@ def init(device_type: str = "cpu") -> Context:
     if dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), owned=False)
     backend = "nccl" if cuda and torch.cuda.device_count() >= local_world else "gloo"
-    dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    try:
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=TIMEOUT)
+    except (RuntimeError, ValueError) as e:  # no rendezvous: wrong MASTER_ADDR/PORT, a rank that never came
+        raise ValueError(f"rank {rank} of {world} could not join the process group at "
+                         f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}: {' '.join(str(e).split())[:300]}"
+                         ) from None
     return Context(rank, world, local_rank, backend, owned=True)
 
 
@@ -99,6 +116,15 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     if int(rank) != rank or not 0 <= rank < world_size:
         raise ValueError(f"rank must lie in [0, {world_size}), got {rank!r}")
     return list(items)[int(rank) :: int(world_size)]
+
+
+def share(obj, ctx: Context):
+    """Rank 0's picklable ``obj`` on every rank (``obj`` itself in a single process). A collective."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather(obj, ctx: Context) -> list | None:

@@ -1,19 +1,15 @@
-"""Result folders and the files of one reconstruction.
+"""The files of one reconstruction (result folders: :mod:`fastsd.cli.results`).
 
-A result folder is checked before any work (:func:`check_target`, :func:`writable_parent`) and
-written atomically (:class:`ResultDir`: files go to a hidden ``.<name>.partial`` folder that is
-renamed into place when complete). :class:`Outputs` writes one reconstruction's files:
+:class:`Outputs` writes one reconstruction's files:
 ``truth.png``, ``<baseline>.png``, ``error_<baseline>.png`` before the solve; ``reconstruction.png``,
 ``reconstruction.npy``, ``error_reconstruction.png``, ``summary.png``, ``curve.png`` and
-``metrics.json`` (strict JSON, :func:`to_json`) after it. Problems with a path raise ``ValueError``
-naming the path and the option that gave it.
+``metrics.json`` (strict JSON, :func:`to_json`) after it; :func:`record` is one input's entry in
+a directory run's ``summary.json``.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -23,8 +19,7 @@ import torch
 from fastsd.figures import curve_figure, display_range, error_map, save_png, summary_figure
 from fastsd.tasks import Task, display
 
-__all__ = ["to_json", "quality", "method_label", "is_result", "check_target", "writable_parent", "ResultDir",
-           "Outputs", "summary_text", "record"]
+__all__ = ["to_json", "quality", "method_label", "Outputs", "summary_text", "record"]
 
 
 def to_json(obj) -> str:
@@ -57,96 +52,6 @@ _LABELS = {"sdi": "SDI", "dip": "DIP", "aseqdip": "aSeqDIP", "ddgm": "DDGM", "dp
 def method_label(method: str) -> str:
     """A solver's display name ('sdi' -> 'SDI')."""
     return _LABELS.get(method, method)
-
-
-# -- result folders -----------------------------------------------------------------------------
-
-
-def is_result(path: Path) -> bool:
-    """Whether ``path`` holds the results of an earlier run."""
-    return (path / "metrics.json").is_file() or (path / "summary.json").is_file()
-
-
-def check_target(path: Path, overwrite: bool, option: str = "--out") -> None:
-    """A result folder may be new, empty, or (with ``overwrite``) an earlier fastsd result."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        if not is_result(path):
-            raise ValueError(f"{option} {path}: folder is not empty and holds no fastsd results; choose a new "
-                             f"or empty folder")
-        if not overwrite:
-            raise ValueError(f"{option} {path}: holds the results of an earlier run; pass --overwrite to replace them")
-
-
-def writable_parent(path: Path, option: str) -> Path:
-    """The (created) parent folder of ``path``, checked to be writable."""
-    parent = path.parent
-    existing = next(p for p in (parent, *parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"{option} {path}: cannot create {parent} ({e.strerror or e})") from None
-    if not parent.is_dir():
-        raise ValueError(f"{option} {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: folder {parent} is not writable")
-    return parent
-
-
-class ResultDir:
-    """A result folder written atomically: files go to ``.<name>.partial`` beside ``final``, which
-    replaces ``final`` (and whatever an earlier run left there) only in :meth:`commit`.
-
-    ``with ResultDir(...) as folder:`` writes into ``folder.tmp`` and commits at the end of the block.
-    The temporary name is fixed so that the ranks of a torchrun launch share it without talking to
-    each other: each rank makes it if missing and writes only its own files; ``keep`` in
-    :meth:`commit` drops whatever else a killed earlier run may have left in it."""
-
-    def __init__(self, final: Path, overwrite: bool, fresh: bool = True, option: str = "--out"):
-        final = Path(os.path.abspath(final))
-        check_target(final, overwrite, option)
-        parent = writable_parent(final, option)
-        self.final, self.tmp = final, parent / f".{final.name}.partial"
-        if fresh:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        try:
-            self.tmp.mkdir(exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"{option} {final}: cannot write in {parent} ({e.strerror or e})") from None
-
-    def __enter__(self) -> ResultDir:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        """Commit when the block succeeded; discard when it raised (Ctrl-C included) or the commit failed."""
-        if kind is not None:
-            self.discard()
-            return
-        try:
-            self.commit()
-        except BaseException:
-            self.discard()
-            raise
-
-    def commit(self, keep: set[str] | None = None) -> None:
-        """Rename into place (keeping only the entries named in ``keep``, when given)."""
-        if keep is not None:
-            for entry in self.tmp.iterdir():
-                if entry.name not in keep:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        old = None
-        if self.final.exists():
-            old = self.final.parent / f".{self.final.name}.replaced-{os.getpid()}"
-            self.final.rename(old)
-        self.tmp.rename(self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # -- one reconstruction ---------------------------------------------------------------------------
@@ -233,8 +138,8 @@ def summary_text(metrics: dict, baseline_name: str, baseline_key: str = "baselin
 
 
 def record(path: Path, out: Path, rank: int, status: str, metrics: dict | None = None, error: str | None = None) -> dict:
-    """One entry of a directory run's ``summary.json`` (status 'ok', 'error', 'interrupted', 'not run'
-    or 'unknown')."""
+    """One entry of a directory run's ``summary.json`` (status 'ok', 'error', 'running', 'interrupted'
+    or 'not run')."""
     rec = {"input": str(path), "output": str(out), "rank": rank, "status": status}
     if error is not None:
         rec["error"] = error

@@ -1,6 +1,7 @@
 """NVTX ranges for Nsight Systems, zero-cost unless enabled.
 
-Enable with ``FASTSD_NVTX=1`` in the environment or :func:`enable_nvtx` at run time. Ranges are
+Enable with ``FASTSD_NVTX=1`` in the environment or :func:`enable_nvtx` at run time; that needs the
+optional ``nvtx`` package (``pip install 'fastsd[profile]'``), imported only then. Ranges are
 meant for solver phases, operator calls and graph replays — never inside a CUDA-graph capture
 (a range pushed during capture is not replayed)."""
 from __future__ import annotations
@@ -11,8 +12,18 @@ import os
 
 __all__ = ["nvtx_range", "enable_nvtx", "nvtx_enabled", "annotate"]
 
-_enabled = os.environ.get("FASTSD_NVTX", "0") == "1"
+_enabled = False
 _DOMAIN = "fastsd"
+
+
+def _nvtx():
+    """The ``nvtx`` module, or a one-line error saying how to get it."""
+    try:
+        import nvtx
+    except ImportError:
+        raise ImportError("NVTX ranges (FASTSD_NVTX=1 or fastsd.profiling.enable_nvtx()) need the nvtx package: "
+                          "pip install 'fastsd[profile]'") from None
+    return nvtx
 
 
 def nvtx_enabled() -> bool:
@@ -20,15 +31,16 @@ def nvtx_enabled() -> bool:
 
 
 def enable_nvtx(flag: bool = True) -> None:
-    """Turn fastsd's NVTX ranges on or off for the whole process."""
+    """Turn fastsd's NVTX ranges on or off for the whole process (on needs the ``nvtx`` package)."""
     global _enabled
+    if flag:
+        _nvtx()
     _enabled = bool(flag)
 
 
 @contextlib.contextmanager
 def _push(name: str, color: str):
-    import nvtx
-
+    nvtx = _nvtx()
     rng = nvtx.start_range(message=name, color=color, domain=_DOMAIN)
     try:
         yield
@@ -57,3 +69,6 @@ def annotate(name: str | None = None, color: str = "green"):
         return wrapper
 
     return deco
+
+
+enable_nvtx(os.environ.get("FASTSD_NVTX", "0") == "1")

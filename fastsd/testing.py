@@ -6,7 +6,7 @@ import torch
 
 from fastsd.ops.base import LinearOperator
 
-__all__ = ["TOLERANCE", "rel_err", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
+__all__ = ["TOLERANCE", "rel_err", "assert_close", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
 
 # Relative-error tolerance per input dtype for kernel-vs-reference comparisons.
 TOLERANCE = {
@@ -26,6 +26,31 @@ def rel_err(out, ref) -> float:
     out = out.to(torch.complex128 if out.is_complex() else torch.float64)
     ref = ref.to(torch.complex128 if ref.is_complex() else torch.float64)
     return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-300))
+
+
+def assert_close(name: str, got, want, *, dtype: torch.dtype | None = None, factor: float = 1) -> None:
+    """Assert ``rel_err(got, want) <= factor * TOLERANCE[dtype]`` (``dtype``: that of ``got``, the
+    first tensor of a tuple), with equal shapes. A failure names the output ``name`` and gives the
+    relative and the largest absolute error and the first index that is off by more than the
+    tolerance times ``want``'s largest magnitude (or is NaN where ``want`` is not)."""
+    first = got[0] if isinstance(got, tuple) else got
+    dtype = first.dtype if dtype is None else dtype
+    limit = factor * TOLERANCE[dtype]
+    g, w = _joined(got).detach().cpu(), _joined(want).detach().cpu()
+    assert g.shape == w.shape, f"{name}: shape {tuple(g.shape)}, expected {tuple(w.shape)}"
+    err = rel_err(got, want)
+    if err <= limit:
+        return
+    wide = torch.complex128 if g.is_complex() or w.is_complex() else torch.float64
+    diff = (g.to(wide) - w.to(wide)).abs().nan_to_num(float("inf"))  # a NaN is off by any amount
+    if not diff.numel():
+        raise AssertionError(f"{name}: relative error {err:.3g} on empty tensors")
+    off = (diff > limit * float(w.to(wide).abs().max())).nonzero()
+    worst = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+    first = tuple(int(i) for i in off[0]) if len(off) else None
+    raise AssertionError(f"{name}: relative error {err:.3g} > {limit:.3g} ({str(dtype).removeprefix('torch.')} "
+                         f"tolerance x {factor}); max abs error {float(diff.max()):.3g} at {worst}; "
+                         f"first index off by more than the tolerance: {first}")
 
 
 def _joined(t) -> torch.Tensor:

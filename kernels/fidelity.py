@@ -3,9 +3,8 @@
 Each program reads a block of ``x``, ``y`` and (optionally) the mask of one problem, forms the
 residual ``r = m x − y``, writes the gradient ``2 m r`` (in ``x``'s dtype) and stores the block's
 partial ``Σ r²``; the partials are summed with ``torch.sum`` (deterministic, no atomics).
-Broadcast masks are read through stride-0 dimensions, never materialised. Arithmetic runs in the
-dtype of the partial-sum buffer: float32, or float64 for float64 ``x``. Grid and layout follow
-:mod:`fastsd.kernels.utils`.
+Broadcast masks are read through stride-0 dimensions, never materialised. Grid, layout and the
+accumulator (``ACC``: float32, or float64 for float64 ``x``) follow :mod:`fastsd.kernels.utils`.
 """
 from __future__ import annotations
 
@@ -14,7 +13,18 @@ import triton
 import triton.language as tl
 
 from fastsd._utils import accumulate_dtype
-from fastsd.kernels.utils import BLOCK, batch_layout, block_coords, has, is_big, is_flat, output, strided_offsets
+from fastsd.kernels.utils import (
+    BLOCK,
+    acc_type,
+    batch_grid,
+    batch_layout,
+    block_coords,
+    has,
+    is_big,
+    is_flat,
+    output,
+    strided_offsets,
+)
 
 __all__ = ["masked_fidelity", "BLOCK"]
 
@@ -27,17 +37,16 @@ def _masked_fidelity_kernel(
     sx_b, sx_1, sx_2, sx_3,
     sy_b, sy_1, sy_2, sy_3,
     sm_b, sm_1, sm_2, sm_3,
-    HAS_MASK: tl.constexpr, FLAT: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
+    ACC: tl.constexpr, HAS_MASK: tl.constexpr, FLAT: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    acc_ty = part_ptr.dtype.element_ty
     i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)  # masked lanes load 0, so r = 0 there
     b_x = tl.load(x_ptr + strided_offsets(o_j, i_b, sx_b, sx_1, sx_2, sx_3, D2, D3, FLAT), mask=m_j, other=0.0)
     b_y = tl.load(y_ptr + strided_offsets(o_j, i_b, sy_b, sy_1, sy_2, sy_3, D2, D3, FLAT), mask=m_j, other=0.0)
-    b_x = b_x.to(acc_ty)
-    b_y = b_y.to(acc_ty)
+    b_x = b_x.to(ACC)
+    b_y = b_y.to(ACC)
     if HAS_MASK:
         b_m = tl.load(m_ptr + strided_offsets(o_j, i_b, sm_b, sm_1, sm_2, sm_3, D2, D3, FLAT), mask=m_j, other=0)
-        b_m = b_m.to(acc_ty)
+        b_m = b_m.to(ACC)
         b_r = b_m * b_x - b_y
         b_g = 2.0 * b_m * b_r
     else:
@@ -63,9 +72,9 @@ def masked_fidelity(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None 
     if mask is not None:
         mask = (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).expand(x.shape)
     (xt, yt, mt), sizes, (sx, sy, sm) = batch_layout(x.shape, x, y, mask)
-    n_blocks = triton.cdiv(n_per, block)
-    part = torch.empty((B, n_blocks), dtype=acc, device=x.device)
-    _masked_fidelity_kernel[(B * n_blocks,)](
-        xt, yt, mt, out, part, n_per, *sizes, *sx, *sy, *sm, BLOCK=block,
+    grid = batch_grid(B, n_per, block)
+    part = torch.empty(grid[0], dtype=acc, device=x.device)
+    _masked_fidelity_kernel[grid](
+        xt, yt, mt, out, part, n_per, *sizes, *sx, *sy, *sm, ACC=acc_type(x), BLOCK=block,
     )
-    return part.sum(1), out
+    return part.view(B, -1).sum(1), out

@@ -12,8 +12,9 @@ noise on every replay once the caller increments ``step`` in place. The output h
 :mod:`fastsd.reference.noise` reproduces the stream bit for bit in the integers (up to float ulps
 of log/cos in the normal values). Complex (B,H,W) inputs are packed to real (B,2,H,W) through the
 strides of their ``view_as_real`` view. ``sigma`` and the optional ``scale`` tensor are 0-d or per
-problem (B,). :func:`gaussian_noise` is the same kernel without ``x`` (and ``sigma``). Grid and
-layout follow :mod:`fastsd.kernels.utils`.
+problem (B,). :func:`gaussian_noise` is the same kernel without ``x`` (and ``sigma``). Grid,
+layout and the accumulator (``ACC``: float32, the dtype of the output and of ``tl.randn``) follow
+:mod:`fastsd.kernels.utils`.
 """
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ import torch
 import triton
 import triton.language as tl
 
+from fastsd._utils import noise_shape
 from fastsd.kernels.utils import (
     BLOCK,
+    acc_type,
+    batch_grid,
     batch_layout,
     block_coords,
     has,
@@ -33,7 +37,6 @@ from fastsd.kernels.utils import (
     real_view,
     strided_offsets,
 )
-from fastsd.reference.noise import noise_shape
 
 __all__ = ["noisy_input", "gaussian_noise", "BLOCK"]
 
@@ -49,7 +52,7 @@ def _noisy_input_kernel(
     x_ptr, sigma_ptr, scale_ptr, seed_ptr, step_ptr, out_ptr,
     scale_value, n_per, c_step, c_b, D1, D2, D3,
     sx_b, sx_1, sx_2, sx_3, s_sigma, s_scale, s_seed,
-    HAS_X: tl.constexpr, HAS_SCALE: tl.constexpr, FLAT: tl.constexpr, BIG: tl.constexpr,
+    ACC: tl.constexpr, HAS_X: tl.constexpr, HAS_SCALE: tl.constexpr, FLAT: tl.constexpr, BIG: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     i_b, o_j, m_j = block_coords(n_per, BLOCK, BIG)
@@ -58,12 +61,12 @@ def _noisy_input_kernel(
     b_eps = tl.randn(seed, step * c_step + i_b * c_b + o_j.to(tl.int64))  # int64 counter: hi word used
     if HAS_X:
         b_x = tl.load(x_ptr + strided_offsets(o_j, i_b, sx_b, sx_1, sx_2, sx_3, D2, D3, FLAT), mask=m_j, other=0.0)
-        sigma = tl.load(sigma_ptr + i_b * s_sigma).to(tl.float32)
-        b_out = b_x.to(tl.float32) + sigma * b_eps
+        sigma = tl.load(sigma_ptr + i_b * s_sigma).to(ACC)
+        b_out = b_x.to(ACC) + sigma * b_eps
     else:
         b_out = b_eps
     if HAS_SCALE:
-        b_out = tl.load(scale_ptr + i_b * s_scale).to(tl.float32) * b_out
+        b_out = tl.load(scale_ptr + i_b * s_scale).to(ACC) * b_out
     b_out = b_out * scale_value
     tl.store(out_ptr + i_b * n_per + o_j, b_out, mask=m_j)
 
@@ -82,11 +85,11 @@ def _launch(like, seed, step, out, block, x=None, sigma=None, scale=None, scale_
         x = real_view(x).permute(0, 3, 1, 2)  # (B, 2, H, W), read through the strides
     (xt,), sizes, (sx,) = batch_layout(shape, x)
     c_step, c_b = (n_per, 0) if seed.ndim == 1 else (total, n_per)  # per-problem or shared seed
-    _noisy_input_kernel[(B * triton.cdiv(n_per, block),)](
+    _noisy_input_kernel[batch_grid(B, n_per, block)](
         xt, sigma, scale, seed, step, out,
         float(scale_value), n_per, c_step, c_b, *sizes,
         *sx, problem_stride(sigma), problem_stride(scale), problem_stride(seed),
-        BLOCK=block,
+        ACC=acc_type(out), BLOCK=block,
     )
     return out
 

@@ -22,8 +22,8 @@ Integer products stay below 2n² < 2³¹, so n is limited to 32767.
 
 Layout: each kernel walks its output in memory order — (c, y, x) for NCHW, (y, x, c) for
 channels-last (``CHANNELS_LAST``) — on the 1-D grid of :mod:`fastsd.kernels.utils` with one
-problem per batch entry; every tensor is read and written through its own strides. Arithmetic is
-float32 (float64 for float64 tensors).
+problem per batch entry; every tensor is read and written through its own strides. The
+accumulator ``ACC`` is float32 (float64 for float64 tensors), as everywhere in ``kernels/``.
 """
 from __future__ import annotations
 
@@ -31,9 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastsd._utils import accumulate_dtype
-from fastsd.kernels.utils import BLOCK, block_coords, is_big, output
-from fastsd.reference.upcat import memory_format
+from fastsd._utils import memory_format
+from fastsd.kernels.utils import BLOCK, acc_type, batch_grid, block_coords, is_big, output
 
 __all__ = ["upcat_forward", "upcat_backward", "BLOCK", "TAPS", "MAX_SIZE"]
 
@@ -149,10 +148,6 @@ def _upcat_grad_h_kernel(
 # launchers
 
 
-def _acc(t: torch.Tensor):
-    return tl.float64 if accumulate_dtype(t) == torch.float64 else tl.float32
-
-
 def _check_size(height: int, width: int) -> None:
     if max(height, width) > MAX_SIZE:
         raise ValueError(f"upcat kernels take h up to {MAX_SIZE} per side, got {height}x{width}")
@@ -169,11 +164,11 @@ def upcat_forward(skip: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None 
     n_per = (Cs + Ch) * H * W
     if out.numel() == 0:
         return out
-    _upcat_kernel[(N * triton.cdiv(n_per, block),)](
+    _upcat_kernel[batch_grid(N, n_per, block)](
         skip, h, out,
         n_per, Cs, Cs + Ch, H, W, Hh, Wh, (H - 2 * Hh) // 2, (W - 2 * Wh) // 2,
         *skip.stride(), *h.stride(), *out.stride(),
-        ACC=_acc(skip), CHANNELS_LAST=memory_format(out) == torch.channels_last, BLOCK=block,
+        ACC=acc_type(skip), CHANNELS_LAST=memory_format(out) == torch.channels_last, BLOCK=block,
     )
     return out
 
@@ -189,10 +184,10 @@ def upcat_backward(dout: torch.Tensor, skip_channels: int, height: int, width: i
     n_per = Ch * height * width
     if out.numel() == 0:
         return out
-    _upcat_grad_h_kernel[(N * triton.cdiv(n_per, block),)](
+    _upcat_grad_h_kernel[batch_grid(N, n_per, block)](
         dout, out,
         n_per, skip_channels, Ch, height, width, (H - 2 * height) // 2, (W - 2 * width) // 2,
         *dout.stride(), *out.stride(),
-        ACC=_acc(dout), CHANNELS_LAST=memory_format(out) == torch.channels_last, BLOCK=block, TAPS=TAPS,
+        ACC=acc_type(dout), CHANNELS_LAST=memory_format(out) == torch.channels_last, BLOCK=block, TAPS=TAPS,
     )
     return out

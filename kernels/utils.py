@@ -1,11 +1,18 @@
-"""Launch helpers shared by the kernel families: the 1-D batch grid and strided index layouts.
+"""Launch helpers shared by the kernel families: the 1-D batch grid, the accumulator dtype and
+strided index layouts.
 
-Every elementwise kernel here runs on one grid scheme: ``P × cdiv(n, BLOCK)`` programs on grid
-axis 0, where ``P`` counts independent problems (batch entries) and ``n`` elements belong to each.
+Every kernel runs on one grid scheme: :func:`batch_grid` launches ``P × cdiv(n, BLOCK)`` programs
+on grid axis 0, where ``P`` counts independent problems (batch entries; for the BatchNorm
+reductions, chunks of rows) and ``n`` elements belong to each (for BatchNorm, channels).
 :func:`block_coords` recovers ``(problem, within-problem offsets, validity mask)``, so neither ``P``
 nor ``n`` is bounded by CUDA's 65535 limit on grid axes 1 and 2. Within-problem offsets are int32
 unless ``n + BLOCK`` can overflow it (``BIG``, see :func:`needs_int64`); problem and memory offsets
 are always int64.
+
+One accumulator rule: arithmetic runs in the ``ACC`` meta-parameter, which every launcher sets to
+:func:`acc_type` of the data the op computes on (float64 for float64 data, else float32, as
+:func:`fastsd._utils.accumulate_dtype` for the references); loads are cast to ``ACC``, stores to
+the output's element type, and partial sums are ``ACC`` buffers.
 
 Strided (B, ...) inputs are read through at most three collapsed inner dimensions
 (:func:`batch_layout`): one kernel serves any rank, broadcast (stride-0) inputs are never
@@ -27,9 +34,13 @@ import torch
 import triton
 import triton.language as tl
 
+from fastsd._utils import accumulate_dtype
+
 __all__ = [
     "BLOCK",
     "Layout",
+    "acc_type",
+    "batch_grid",
     "batch_layout",
     "block_coords",
     "collapse_dims",
@@ -45,6 +56,18 @@ __all__ = [
 
 BLOCK = 1024  # elements per program; launchers take ``block`` to override it (tests use small ones)
 _INT32_MAX = 2**31 - 1
+
+
+def batch_grid(problems: int, n_per: int, block: int) -> tuple[int]:
+    """The launch grid of ``problems × cdiv(n_per, block)`` programs that :func:`block_coords`
+    takes apart; its size is also the length of a per-program partial-sum buffer."""
+    return (problems * triton.cdiv(n_per, block),)
+
+
+def acc_type(t: torch.Tensor):
+    """``ACC`` for a kernel computing on ``t``'s data: ``tl.float64`` for float64, else
+    ``tl.float32`` (complex64 k-space, half and bfloat16 activations included)."""
+    return tl.float64 if accumulate_dtype(t) == torch.float64 else tl.float32
 
 
 def collapse_dims(shape, *strides):

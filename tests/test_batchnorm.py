@@ -13,7 +13,7 @@ from fastsd.kernels import batchnorm as K
 from fastsd.nets.fused import BatchNormReLU, fuse_bn_relu
 from fastsd.nets.unet import UNet
 from fastsd.reference import batchnorm as R
-from fastsd.testing import TOLERANCE, assert_same_network, rel_err
+from fastsd.testing import assert_close, assert_same_network, rel_err
 
 SHAPES = [(1, 5, 7, 9), (2, 3, 13, 11), (1, 70, 6, 5), (3, 4, 1, 1), (4, 6)]
 
@@ -40,8 +40,9 @@ def _autograd(x, w, b, dy, eps):
     return y.detach(), xd.grad, wd.grad, bd.grad
 
 
-def _tol(dtype):
-    return 1e-4 if dtype == torch.float32 else TOLERANCE[dtype]
+def _factor(dtype):
+    """float32 statistics over a few hundred values round at 10x the table's float32 tolerance."""
+    return 10 if dtype == torch.float32 else 1
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -55,13 +56,15 @@ def test_kernel_matches_reference_and_autograd(shape, dtype, channels_last, kern
         y, mean, rstd = impl.bn_relu_forward(x, w, b, eps)
         assert y.dtype == dtype and y.shape == x.shape and not y.isnan().any()
         assert y.stride() == x.stride()  # memory format kept
-        assert rel_err(y, y_ref) < _tol(dtype), impl.__name__
+        name, f = impl.__name__, _factor(dtype)
+        assert_close(f"{name} y", y, y_ref, factor=f)
         dx, dw, db = impl.bn_relu_backward(dy, x, w, b, mean, rstd)
         assert dx.dtype == dtype and dw.dtype == w.dtype and not dx.isnan().any()
         storages = {t.untyped_storage().data_ptr() for t in (dx, dw, db)}
         assert len(storages) == 3, "outputs of a custom op must not alias each other"
-        assert rel_err(dx, dx_ref) < 5 * _tol(dtype), impl.__name__
-        assert rel_err(dw, dw_ref) < 5 * _tol(dtype) and rel_err(db, db_ref) < 5 * _tol(dtype), impl.__name__
+        assert_close(f"{name} dx", dx, dx_ref, factor=5 * f)
+        assert_close(f"{name} dweight", dw, dw_ref, dtype=dtype, factor=5 * f)
+        assert_close(f"{name} dbias", db, db_ref, dtype=dtype, factor=5 * f)
 
 
 def test_large_mean_keeps_the_variance(kernel_device):
@@ -133,9 +136,9 @@ def test_running_statistics_follow_batchnorm():
     for _ in range(2):
         x = torch.randn(4, 3, 5, 6) * 2 + 1
         y0, y1 = F.relu(bn(x)), fused(x)
-        assert rel_err(y1, y0) < 1e-5
-    assert rel_err(fused.running_mean, bn.running_mean) < 1e-5
-    assert rel_err(fused.running_var, bn.running_var) < 1e-5
+        assert_close("y", y1, y0)
+    assert_close("running_mean", fused.running_mean, bn.running_mean)
+    assert_close("running_var", fused.running_var, bn.running_var)
     bn.eval(), fused.eval()
     x = torch.randn(2, 3, 5, 6)
     assert rel_err(fused(x), F.relu(bn(x))) < 1e-6

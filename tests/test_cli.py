@@ -35,6 +35,14 @@ def test_demo_precision_reaches_the_solver(tmp_path):
     assert m["config"]["precision"] == "bf16" and np.isfinite(m["sdi"]["psnr"])
 
 
+def test_demo_preset_reaches_the_solver(tmp_path):
+    out = tmp_path / "fast"
+    assert main(["demo", "--size", "48", "--acs", "6", "--preset", "mri-fast", "--out", str(out), "--quiet",
+                 "--small", "--K", "2"]) == 0
+    m = _metrics(out)
+    assert m["config"]["preset"] == "mri-fast" and m["config"]["T"] == 10 and m["iterations"] == 20
+
+
 def test_reconstruct_mri_from_png_and_npy(tmp_path):
     import matplotlib.pyplot as plt
 
@@ -273,6 +281,9 @@ def test_reconstruct_projdiff_denoise_gets_noise_level_and_dir_summary(tmp_path,
     (["--method", "dip", "--iterations", "0"], "--iterations must be a positive integer"),
     (["--method", "dip", "--precision", "bf16"], "--precision applies to --method sdi only"),
     (["--precision", "fp16"], "invalid choice"),
+    (["--method", "dip", "--preset", "mri-fast"], "--preset applies to --method sdi only"),
+    (["--method", "dip", "--volume", "warm"], "--volume applies to --method sdi only"),
+    (["--volume", "stacked"], "invalid choice"),
 ])
 def test_method_option_errors_exit_2(tmp_path, capsys, argv, match):
     _gray_npy(tmp_path / "g.npy")

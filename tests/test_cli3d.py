@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from fastsd.cli import main
-from fastsd.cli3d import handles
 from fastsd.ops import birdcage_maps
 from fastsd.reference.mri import fftnc
 
@@ -17,10 +16,28 @@ pytest.importorskip("matplotlib")
 FAST = ["--T", "1", "--K", "2", "--device", "cpu", "--quiet", "--seed", "1"]
 
 
-def test_handles():
-    assert handles(["demo", "--3d"]) and handles(["reconstruct", "v.nii.gz", "--task", "mri3d"])
-    assert handles(["reconstruct", "v.npy", "--task=mri3d"])
-    assert not handles(["demo"]) and not handles(["reconstruct", "a.png", "--task", "mri"]) and not handles([])
+def test_3d_is_visible_in_both_helps(capsys):
+    for argv, shown in ((["demo", "--help"], "--3d"), (["reconstruct", "--help"], "mri3d")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = capsys.readouterr().out
+        assert shown in text and "--mode" in text and "--calib" in text
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["demo", "--mode", "both"], "--mode applies to 3-D MRI only"),
+    (["demo", "--3d", "--acs", "4"], "--acs does not apply to --3d"),
+    (["reconstruct", "v.npy", "--task", "mri3d", "--method", "dip"], "--method does not apply to --task mri3d"),
+    (["reconstruct", "v.npy", "--task=mri3d", "--keep", "0.3"], "--keep does not apply to --task mri3d"),
+    (["reconstruct", "v.npy", "--task", "mri3d", "--mask", "random"], "3-D MRI takes poisson or gaussian"),
+    (["reconstruct", "v.npy", "--mask", "poisson"], "2-D MRI takes equispaced or random"),
+    (["reconstruct", "v.npy", "--task", "mri3d", "--size", "8"], "three (D H W) in 3-D, got 1"),
+    (["demo", "--size", "8", "8", "8"], "one number (N) in 2-D"),
+])
+def test_options_of_the_other_dimension_are_refused(argv, match, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match in err, err
 
 
 def _volume(shape=(8, 32, 32)):

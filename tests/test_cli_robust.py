@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastsd import cli
-from fastsd.cli import main
+from fastsd.cli import main, recon2d, solving
 
 FAST = ["--T", "2", "--K", "2", "--quiet", "--small", "--device", "cpu"]
 INPAINT = ["--task", "inpaint"] + FAST
@@ -277,7 +276,7 @@ def test_directory_run_records_every_failure_and_goes_on(tmp_path, capsys, monke
     d = _inputs(tmp_path / "in")
     np.save(d / "b.npy", np.zeros((0, 32), np.float32))  # zero-size
     (d / "e.png").write_bytes(b"not a png")
-    real = cli._run_solver
+    real = solving.run_solver
 
     def flaky(method, y, op, kw, *rest):  # an unexpected exception on the third file (c.npy)
         if flaky.calls == 1:
@@ -287,7 +286,7 @@ def test_directory_run_records_every_failure_and_goes_on(tmp_path, capsys, monke
         return real(method, y, op, kw, *rest)
 
     flaky.calls = 0
-    monkeypatch.setattr(cli, "_run_solver", flaky)
+    monkeypatch.setattr(solving, "run_solver", flaky)
     out = tmp_path / "o"
     code, stdout, err = _run(["reconstruct", str(d), "--out", str(out)] + INPAINT, capsys)
     assert code == 2
@@ -306,14 +305,14 @@ def test_directory_run_records_every_failure_and_goes_on(tmp_path, capsys, monke
 
 def test_ctrl_c_in_a_directory_run_writes_the_summary(tmp_path, capsys, monkeypatch):
     d = _inputs(tmp_path / "in")
-    real = cli._reconstruct
+    real = recon2d._reconstruct
 
     def interrupt_second(args, task, path, *rest, **kw):
         if path.name == "b.npy":
             raise KeyboardInterrupt
         return real(args, task, path, *rest, **kw)
 
-    monkeypatch.setattr(cli, "_reconstruct", interrupt_second)
+    monkeypatch.setattr(recon2d, "_reconstruct", interrupt_second)
     out = tmp_path / "o"
     code, _, err = _run(["reconstruct", str(d), "--out", str(out)] + INPAINT, capsys)
     assert code == 130 and err.count("\n") == 1 and err.startswith("fastsd: interrupted: 1/4 files reconstructed")
@@ -324,8 +323,9 @@ def test_ctrl_c_in_a_directory_run_writes_the_summary(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigint_subprocess_one_line_exit_130(tmp_path):
-    """A real Ctrl-C (SIGINT) during a solve: one line on stderr, exit status 130, no traceback."""
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_sigint_subprocess_one_line_exit_130(tmp_path, sig, code, word):
+    """A real Ctrl-C (SIGINT) or SIGTERM during a solve: one line on stderr, exit status 130 / 143, no traceback."""
     src = _gray(tmp_path / "g.npy")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     # a shell's background job (e.g. a CI runner) may have SIGINT ignored, which children inherit and
@@ -336,10 +336,10 @@ def test_sigint_subprocess_one_line_exit_130(tmp_path):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     line = proc.stderr.readline()  # the first progress line: the solve is running
     assert line.startswith("SDI "), line
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert [ln for ln in err.splitlines() if not ln.startswith("SDI ")] == ["fastsd: interrupted"], err
+    assert proc.returncode == code
+    assert [ln for ln in err.splitlines() if not ln.startswith("SDI ")] == [f"fastsd: {word}"], err
     assert not (tmp_path / "o").exists()
 
 
@@ -349,7 +349,7 @@ def test_sigint_subprocess_one_line_exit_130(tmp_path):
 def test_metrics_json_is_strict_json(tmp_path, capsys, monkeypatch):
     """A perfect reconstruction has infinite PSNR: stored as null, not as the invalid Infinity."""
     src = _gray(tmp_path / "g.npy")
-    real = cli._run_solver
+    real = solving.run_solver
 
     def exact(method, y, op, kw, truth, show, progress):
         result, trace = real(method, y, op, kw, truth, show, progress)
@@ -357,7 +357,7 @@ def test_metrics_json_is_strict_json(tmp_path, capsys, monkeypatch):
         result.info["nan_option"] = float("nan")
         return result, trace
 
-    monkeypatch.setattr(cli, "_run_solver", exact)
+    monkeypatch.setattr(solving, "run_solver", exact)
     assert _run(["reconstruct", str(src), "--out", str(tmp_path / "o")] + INPAINT, capsys)[0] == 0
     m = _strict_json(tmp_path / "o" / "metrics.json")
     assert m["sdi"]["psnr"] is None and m["config"]["nan_option"] is None and m["sdi"]["nmse"] == 0
@@ -392,7 +392,7 @@ def test_psnr_trace_of_the_curve_matches_the_final_metrics(tmp_path):
     task = TASKS["inpaint"]
     truth = display(x, task)
     kw = dict(preset="image", small=True, T=3, K=2, seed=0, device=torch.device("cpu"))
-    result, trace = cli._run_solver("sdi", op(x), op, kw, truth, lambda v: display(v, task), False)
+    result, trace = solving.run_solver("sdi", op(x), op, kw, truth, lambda v: display(v, task), False)
     assert trace.iters == [2, 4, 6]
     from fastsd.metrics import psnr
 
@@ -412,7 +412,7 @@ def test_simulated_mri_noise_has_the_requested_std(coils):
     sigma, size = 0.05, 96
     args = argparse.Namespace(size=size, coils=coils, noise=sigma, seed=3, mask="equispaced", acceleration=4.0, acs=8,
                               slice=None)
-    y, op, x = cli._setup_mri(args, None, torch.device("cpu"))
+    y, op, x = recon2d._setup_mri(args, None, torch.device("cpu"))
     n = y - op(x)
     sampled = op.mask.expand_as(n).bool()
     assert torch.count_nonzero(n[~sampled]) == 0
@@ -431,5 +431,5 @@ def test_simulated_image_noise_has_the_requested_std(tmp_path):
 
     src = _gray(tmp_path / "g.npy", size=64)
     args = argparse.Namespace(size=None, gray=False, task="denoise", noise=0.1, measured=False, seed=0, box=0, keep=0.5)
-    y, op, x = cli._setup_image(args, src, torch.device("cpu"))
+    y, op, x = recon2d._setup_image(args, src, torch.device("cpu"))
     assert float((y - x).std()) == pytest.approx(0.1, rel=0.08)

@@ -52,6 +52,10 @@ def test_env_world(monkeypatch):
     fdist.finalize(ctx)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)  # not started by torchrun: left over
+    with pytest.raises(ValueError, match="not started by torchrun"):
+        fdist.env_world()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert fdist.env_world() == (3, 4, 1, 2)
@@ -101,18 +105,21 @@ def test_directory_errors_and_name_clashes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "o")] + FAST) == 2
     assert "no .npy, .png or .h5 files" in capsys.readouterr().err
-    from fastsd.cli import _output_dirs
+    from fastsd.cli.results import output_names
 
     files = [Path("a.npy"), Path("a.png"), Path("b.npy")]
-    assert _output_dirs(files, Path("o"), True) == [Path("o/a_npy"), Path("o/a_png"), Path("o/b_npy")]
-    assert _output_dirs(files[1:], Path("o"), True) == [Path("o/a"), Path("o/b")]
-    assert _output_dirs(files[:1], Path("o"), False) == [Path("o")]
+    assert output_names(files) == ["a_npy", "a_png", "b_npy"]
+    assert output_names(files[1:]) == ["a", "b"]
+    # names that would still clash, or take the summary's name, get a number
+    clash = [Path("a.b.npy"), Path("a_b.npy"), Path("a_b.png"), Path("summary.json.npy"), Path("A_B.npy")]
+    assert output_names(clash) == ["a_b_npy", "a_b_npy-2", "a_b_png", "summary_json_npy", "A_B_npy-3"]
+    assert output_names([Path("summary.json.npy"), Path(".x.npy")]) == ["summary.json-2", "x"]
 
 
 # -- torchrun -------------------------------------------------------------------------------
 
 
-def _torchrun(args, nproc=2, timeout=90):
+def _torchrun(args, nproc=2, timeout=600):  # a hang guard: two interpreters start slowly on a loaded machine
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     if not torch.cuda.is_available():  # interpreted Triton only without a GPU

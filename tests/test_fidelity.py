@@ -9,7 +9,7 @@ import fastsd.functional.fidelity as FF
 from fastsd.kernels import fidelity as K
 from fastsd.kernels import utils as KU
 from fastsd.reference import fidelity as R
-from fastsd.testing import TOLERANCE, poisoned_like, rel_err
+from fastsd.testing import assert_close, poisoned_like
 
 # x/y shape, mask shape (None: identity), mask kind
 CASES = [
@@ -58,11 +58,13 @@ def test_kernel_matches_reference_and_autograd(case, dtype, block, kernel_device
     assert loss.shape == (x.shape[0],) and loss.dtype == acc and grad.dtype == dtype
     ref_loss, ref_grad = R.masked_fidelity(x, y, mask)
     assert ref_loss.dtype == acc and ref_grad.dtype == dtype
-    tol = TOLERANCE[dtype]
-    assert rel_err(loss, ref_loss) < tol and rel_err(grad, ref_grad) < tol
+    assert_close("loss", loss, ref_loss, dtype=dtype)
+    assert_close("grad", grad, ref_grad, dtype=dtype)
     want_loss, want_grad = _expr(x, y, mask)
-    assert rel_err(loss, want_loss) < tol and rel_err(grad, want_grad) < tol
-    assert rel_err(ref_loss, want_loss) < tol and rel_err(ref_grad, want_grad) < tol
+    assert_close("loss", loss, want_loss, dtype=dtype)
+    assert_close("grad", grad, want_grad, dtype=dtype)
+    assert_close("reference loss", ref_loss, want_loss, dtype=dtype)
+    assert_close("reference grad", ref_grad, want_grad, dtype=dtype)
 
 
 def test_strided_inputs(kernel_device):
@@ -78,7 +80,8 @@ def test_strided_inputs(kernel_device):
         mask = (torch.rand(x.shape[-2:], generator=g) < 0.5).to(kernel_device).t().contiguous().t()
         loss, grad = K.masked_fidelity(x, y, mask, out=poisoned_like(x.contiguous()))
         want_loss, want_grad = _expr(x, y, mask)
-        assert rel_err(loss, want_loss) < 1e-5 and rel_err(grad, want_grad) < 1e-5
+        assert_close("loss", loss, want_loss)
+        assert_close("grad", grad, want_grad)
         assert grad.is_contiguous()
 
 
@@ -120,10 +123,10 @@ def test_public_op_value_and_backward(case, device, maybe_compile):
     mr = None if mask is None else mask.clone().requires_grad_(True)
     ref = ((1.0 if mr is None else mr) * xr - yr).square().flatten(1).sum(1)
     (ref * w).sum().backward()
-    assert rel_err(loss, ref) < 1e-5
-    assert rel_err(grad, 2 * (1.0 if mask is None else mask) * ((1.0 if mask is None else mask) * x - y)) < 1e-5
+    assert_close("loss", loss, ref)
+    assert_close("grad", grad, 2 * (1.0 if mask is None else mask) * ((1.0 if mask is None else mask) * x - y))
     for got, want in ((xl.grad, xr.grad), (yl.grad, yr.grad)) + (() if mask is None else ((ml.grad, mr.grad),)):
-        assert got.shape == want.shape and rel_err(got, want) < 1e-5
+        assert_close("input gradient", got, want)
 
 
 @pytest.mark.parametrize("mask_shape", [None, (1, 1, 3, 4), (2, 1, 3, 4)])
@@ -144,7 +147,8 @@ def test_residual_loss(device):
     z, y = (torch.randn(3, 2, 5, 7, generator=g).to(device) for _ in range(2))
     loss, grad = FF.residual_loss(z, y)
     want_loss, want_grad = _expr(z, y, None)
-    assert rel_err(loss, want_loss) < 1e-5 and rel_err(grad, want_grad) < 1e-5
+    assert_close("loss", loss, want_loss)
+    assert_close("grad", grad, want_grad)
 
 
 @pytest.mark.parametrize("mask_shape", [None, (1, 1, 5, 6)])

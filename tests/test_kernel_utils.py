@@ -1,7 +1,9 @@
 """Launch helpers shared by the kernel families (:mod:`fastsd.kernels.utils`): dim collapsing,
-batch layouts with absent (``None``) inputs, per-problem strides and the grid heuristics."""
+batch layouts with absent (``None``) inputs, per-problem strides, the batch grid, the accumulator
+dtype and the grid heuristics."""
 import pytest
 import torch
+import triton.language as tl
 
 from fastsd.kernels import utils as KU
 
@@ -57,3 +59,13 @@ def test_output_allocates_or_checks(bad):
 
 def test_has_heuristic():
     assert KU.has("m_ptr")({"m_ptr": torch.ones(1)}) and not KU.has("m_ptr")({"m_ptr": None})
+
+
+def test_batch_grid_and_accumulator():
+    """P problems of n elements: P x ceil(n / BLOCK) programs; ACC is float64 only for float64 data."""
+    assert KU.batch_grid(3, 1000, 256) == (12,)
+    assert KU.batch_grid(3, 1024, 256) == (12,)
+    assert KU.batch_grid(0, 1000, 256) == (0,)
+    assert KU.acc_type(torch.zeros(1, dtype=torch.float64)) == tl.float64
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.complex64):
+        assert KU.acc_type(torch.zeros(1, dtype=dtype)) == tl.float32

@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
-from fastsd.kernels import mri_dc as K
+from fastsd.kernels import mri as K
 from fastsd.reference import mri as R
-from fastsd.testing import TOLERANCE, complex_randn, poisoned_like, rel_err
+from fastsd.testing import assert_close, complex_randn, poisoned_like
 
 DIMS = (-2, -1)
-TOL = TOLERANCE[torch.float32]
 
 # (B, C, H, W, per-problem mask/maps); C = 0 means single coil (no coil maps)
 CASES = [(2, 3, 17, 13, False), (2, 0, 16, 12, False), (3, 2, 9, 11, True)]
@@ -54,7 +53,7 @@ def test_pre_fft(case, kernel_device, block):
     z = torch.complex(x[:, 0], x[:, 1])[:, None]
     want = _ifftshift(z if smaps is None else z * smaps)
     assert got.data_ptr() == out.data_ptr()
-    assert rel_err(got, want) < TOL
+    assert_close("pre_fft", got, want)
 
 
 def test_pre_fft_strided_input(kernel_device):
@@ -62,7 +61,7 @@ def test_pre_fft_strided_input(kernel_device):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 7, 5, 2, generator=g).permute(0, 3, 1, 2).to(kernel_device)
     want = _ifftshift(torch.complex(x[:, 0], x[:, 1])[:, None])
-    assert rel_err(K.pre_fft(x), want) < TOL
+    assert_close("pre_fft", K.pre_fft(x), want)
 
 
 @pytest.mark.parametrize("block", [1024, 64])
@@ -71,9 +70,9 @@ def test_post_fft_forward_and_adjoint_modes(case, kernel_device, block):
     k = complex_randn(*y.shape, gen=torch.Generator().manual_seed(2), device=kernel_device)
     out, loss = K.post_fft(k, None, mask, "forward", out=poisoned_like(k), block=block)
     assert loss is None
-    assert rel_err(out, _m4(mask) * _fftshift(k)) < TOL
+    assert_close("post_fft forward", out, _m4(mask) * _fftshift(k))
     out, _ = K.post_fft(None, y, mask, "adjoint", out=poisoned_like(y), block=block)
-    assert rel_err(out, _ifftshift(_m4(mask) * y)) < TOL
+    assert_close("post_fft adjoint", out, _ifftshift(_m4(mask) * y))
 
 
 @pytest.mark.parametrize("block", [1024, 64])
@@ -82,12 +81,12 @@ def test_post_fft_residual_mode(case, kernel_device, block):
     k = complex_randn(*y.shape, gen=torch.Generator().manual_seed(3), device=kernel_device)
     out, loss = K.post_fft(k, y, mask, "residual", out=poisoned_like(k), block=block)
     r = _m4(mask) * (_fftshift(k) - y)
-    assert rel_err(out, _ifftshift(r)) < TOL
-    assert rel_err(loss, r.abs().square().sum((1, 2, 3))) < TOL
+    assert_close("post_fft residual", out, _ifftshift(r))
+    assert_close("post_fft residual loss", loss, r.abs().square().sum((1, 2, 3)))
     # no measurement: M K (the normal operator's middle step), no loss requested
     out, loss = K.post_fft(k, None, mask, "residual", write_loss=False, block=block)
     assert loss is None
-    assert rel_err(out, _ifftshift(_m4(mask) * _fftshift(k))) < TOL
+    assert_close("post_fft residual without y", out, _ifftshift(_m4(mask) * _fftshift(k)))
 
 
 @pytest.mark.parametrize("lam", [math.inf, 0.7, 0.0])
@@ -99,10 +98,10 @@ def test_post_fft_dc_mode(case, kernel_device, lam):
     want = _ifftshift((1 - m) * kc + m * soft)
     out, loss = K.post_fft(k, y, mask, "dc", lam=lam, out=poisoned_like(k), block=64)
     assert loss is None
-    assert rel_err(out, want) < TOL
+    assert_close("post_fft dc", out, want)
     soft0 = torch.zeros_like(kc) if math.isinf(lam) else kc / (1 + lam)
     out, _ = K.post_fft(k, None, mask, "dc", lam=lam)
-    assert rel_err(out, _ifftshift((1 - m) * kc + m * soft0)) < TOL
+    assert_close("post_fft dc without y", out, _ifftshift((1 - m) * kc + m * soft0))
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
@@ -114,20 +113,21 @@ def test_post_ifft(case, kernel_device, out_dtype):
     z = zc[:, 0] if smaps is None else (smaps.conj() * zc).sum(1)
     want = 2.5 * torch.stack([z.real, z.imag], 1)
     assert got.dtype == out_dtype and got.data_ptr() == out.data_ptr()
-    assert rel_err(got, want) < TOLERANCE[out_dtype]
+    assert_close("post_ifft", got, want)
 
 
 def test_composites_match_reference(case, kernel_device):
     x, smaps, mask, y = _problem(case, kernel_device)
-    assert rel_err(K.mri_forward(x, mask, smaps), R.mri_forward(x, mask, smaps)) < TOL
-    assert rel_err(K.mri_adjoint(y, mask, smaps), R.mri_adjoint(y, mask, smaps)) < TOL
-    assert rel_err(K.mri_normal(x, mask, smaps), R.mri_normal(x, mask, smaps)) < TOL
+    assert_close("mri_forward", K.mri_forward(x, mask, smaps), R.mri_forward(x, mask, smaps))
+    assert_close("mri_adjoint", K.mri_adjoint(y, mask, smaps), R.mri_adjoint(y, mask, smaps))
+    assert_close("mri_normal", K.mri_normal(x, mask, smaps), R.mri_normal(x, mask, smaps))
     loss, grad = K.mri_fidelity(x, y, mask, smaps)
     loss_ref, grad_ref = R.mri_fidelity(x, y, mask, smaps)
     assert loss.shape == (x.shape[0],) and loss.dtype == torch.float32
-    assert rel_err(loss, loss_ref) < TOL and rel_err(grad, grad_ref) < TOL
+    assert_close("mri_fidelity loss", loss, loss_ref)
+    assert_close("mri_fidelity grad", grad, grad_ref)
     for lam in (math.inf, 0.3):
-        assert rel_err(K.mri_dc(x, y, mask, smaps, lam), R.mri_dc(x, y, mask, smaps, lam)) < TOL
+        assert_close("mri_dc", K.mri_dc(x, y, mask, smaps, lam), R.mri_dc(x, y, mask, smaps, lam))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -136,14 +136,16 @@ def test_half_precision_images(kernel_device, dtype):
     x, smaps, mask, y = _problem(CASES[0], kernel_device)
     xh = x.to(dtype)
     x32 = xh.float()
-    tol = TOLERANCE[dtype]
-    assert rel_err(K.mri_forward(xh, mask, smaps), R.mri_forward(x32, mask, smaps)) < TOL
+    assert_close("mri_forward", K.mri_forward(xh, mask, smaps), R.mri_forward(x32, mask, smaps))
     loss, grad = K.mri_fidelity(xh, y, mask, smaps)
     loss_ref, grad_ref = R.mri_fidelity(x32, y, mask, smaps)
-    assert grad.dtype == dtype and rel_err(loss, loss_ref) < TOL and rel_err(grad, grad_ref) < tol
+    assert grad.dtype == dtype
+    assert_close("loss", loss, loss_ref)
+    assert_close("grad", grad, grad_ref)
     dc = K.mri_dc(xh, y, mask, smaps, 0.5)
-    assert dc.dtype == dtype and rel_err(dc, R.mri_dc(x32, y, mask, smaps, 0.5)) < tol
-    assert rel_err(R.mri_dc(xh, y, mask, smaps, 0.5), R.mri_dc(x32, y, mask, smaps, 0.5)) < tol
+    assert dc.dtype == dtype
+    assert_close("mri_dc", dc, R.mri_dc(x32, y, mask, smaps, 0.5))
+    assert_close("reference mri_dc", R.mri_dc(xh, y, mask, smaps, 0.5), R.mri_dc(x32, y, mask, smaps, 0.5))
 
 
 def test_modes_table_and_out_checks(kernel_device):

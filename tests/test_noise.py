@@ -11,7 +11,7 @@ import fastsd.functional.noise as FN
 from fastsd.kernels import noise as K
 from fastsd.kernels import utils as KU
 from fastsd.reference import noise as R
-from fastsd.testing import TOLERANCE, poisoned_like, rel_err
+from fastsd.testing import assert_close, poisoned_like
 
 M32 = 0xFFFFFFFF
 
@@ -128,14 +128,14 @@ def test_kernel_matches_reference(case, kernel_device):
     assert not got.isnan().any()
     # integers are bit-equal (see above); normals differ by float ulps of log/cos only (the
     # max-abs bound leaves room for r = sqrt(-2 ln u1) near u1 = 1, where an ulp of ln is large)
-    assert rel_err(got, want) < TOLERANCE[torch.float32]
+    assert_close("noisy_input", got, want)
     assert (got - want).abs().max() < 1e-3
     # independent plain expression around the reference noise
     eps = R.philox_normal(want.shape, seed, step).to(kernel_device)
     B, nd = x.shape[0], want.ndim
     per = lambda v: v.float().reshape((-1,) + (1,) * (nd - 1))  # noqa: E731
     expr = value * (per(sc) if sc is not None else 1.0) * (_pack(x).float() + per(sigma) * eps)
-    assert rel_err(got, expr) < TOLERANCE[x.dtype]
+    assert_close("noisy_input vs expression", got, expr, dtype=x.dtype)
     assert got.shape == ((B, 2) + x.shape[1:] if x.is_complex() else x.shape)
 
 
@@ -147,7 +147,8 @@ def test_gaussian_noise_kernel_matches_reference(kernel_device, block):
         got = K.gaussian_noise(like, seed, torch.tensor(2, device=kernel_device), out=out, block=block)
         assert got.data_ptr() == out.data_ptr()
         want = R.gaussian_noise(like, seed, torch.tensor(2, device=kernel_device))
-        assert rel_err(got, want) < TOLERANCE[torch.float32] and (got - want).abs().max() < 1e-3
+        assert (got - want).abs().max() < 1e-3
+        assert_close("gaussian_noise", got, want)
 
 
 def test_strided_inputs(kernel_device):
@@ -162,7 +163,7 @@ def test_strided_inputs(kernel_device):
         got = K.noisy_input(x, sigma, seed, step)
         want = K.noisy_input(x.contiguous(), sigma, seed, step)
         assert torch.equal(got, want)
-        assert rel_err(got, R.noisy_input(x, sigma, seed, step)) < TOLERANCE[torch.float32]
+        assert_close("strided noisy_input", got, R.noisy_input(x, sigma, seed, step))
 
 
 def test_int64_index_path(kernel_device, monkeypatch):
@@ -269,7 +270,7 @@ def test_cuda_graph_replay_draws_new_noise():
         g.replay()
         torch.cuda.synchronize()
         want = R.noisy_input(x.cpu(), sigma.cpu(), seed.cpu(), torch.tensor(s))
-        assert rel_err(out, want) < TOLERANCE[torch.float32]
+        assert_close("replayed noisy_input", out, want)
 
 
 # -- public op: autograd, opcheck, validation ------------------------------------------------------
@@ -283,7 +284,7 @@ def test_public_op_matches_reference_and_autograd(case, device, maybe_compile):
     scale = sc if sc is not None else value
     xl = x.clone().requires_grad_(True)
     out = maybe_compile(lambda *a: FN.noisy_input(*a, validate=False))(xl, sigma, seed, step, scale)
-    assert rel_err(out, R.noisy_input(x, sigma, seed, step, sc, value)) < TOLERANCE[torch.float32]
+    assert_close("noisy_input op", out, R.noisy_input(x, sigma, seed, step, sc, value))
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(device)
     (out * w).sum().backward()
     # autograd through the plain expression scale * (pack(x) + sigma * eps)
@@ -293,7 +294,7 @@ def test_public_op_matches_reference_and_autograd(case, device, maybe_compile):
     expr = (per(sc) if sc is not None else value) * (_pack(xr).float() + per(sigma) * eps)
     (expr * w).sum().backward()
     assert xl.grad.dtype == x.dtype
-    assert rel_err(xl.grad, xr.grad) < TOLERANCE[x.dtype]
+    assert_close("x.grad", xl.grad, xr.grad, dtype=x.dtype)
 
 
 @pytest.mark.parametrize("complex_x", [False, True])

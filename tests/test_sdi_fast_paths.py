@@ -69,7 +69,7 @@ def test_bf16_step_keeps_float32_weights_and_output():
 
 def test_shared_net_trains_one_network_for_all_slices():
     x, op, y = _problem(B=3)
-    res = SelfDiffusion(preset="mri", small=True, T=2, K=3, shared_net=True, fused_norm=True).solve(y, op)
+    res = SelfDiffusion(preset="mri", small=True, T=2, K=3, shared_net=True).solve(y, op)
     assert res.x.shape == x.shape and torch.isfinite(res.x).all()
     run = SelfDiffusion(preset="mri", small=True, T=2, K=3, shared_net=True).prepare(y, op)
     assert all(p.shape[0] == 1 for p in run.net.parameters())

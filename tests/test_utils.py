@@ -1,10 +1,11 @@
-"""Helpers shared by every layer (:mod:`fastsd._utils`)."""
+"""Helpers shared by every layer (:mod:`fastsd._utils`) and the comparison helpers of :mod:`fastsd.testing`."""
 import math
 
+import pytest
 import torch
 
-from fastsd._utils import accumulate_dtype, dc_weight, per_problem
-from fastsd.testing import rel_err
+from fastsd._utils import accumulate_dtype, dc_weight, memory_format, noise_shape, per_problem
+from fastsd.testing import TOLERANCE, assert_close, rel_err
 
 
 def test_per_problem_broadcasts_over_the_batch():
@@ -37,3 +38,33 @@ def test_rel_err_of_several_outputs_is_that_of_all_their_entries():
     expected = math.sqrt(1.0 + 4 * 4.0) / 5.0  # ‖(0, 1, 2i, 2i, 2i, 2i)‖ / ‖(3, 4, 0, 0, 0, 0)‖
     assert math.isclose(rel_err(got, (loss, grad)), expected, rel_tol=1e-12)
     assert math.isnan(rel_err((loss, torch.full_like(grad, float("nan"))), (loss, grad)))
+
+
+def test_output_layouts():
+    assert noise_shape(torch.zeros(2, 3, 4, dtype=torch.complex64)) == (2, 2, 3, 4)
+    assert noise_shape(torch.zeros(2, 3, 4)) == (2, 3, 4)
+    assert memory_format(torch.zeros(1, 3, 4, 5).contiguous(memory_format=torch.channels_last)) == torch.channels_last
+    assert memory_format(torch.zeros(1, 1, 4, 5).contiguous(memory_format=torch.channels_last)) == torch.contiguous_format
+
+
+def test_assert_close_uses_the_table_and_names_the_failure():
+    want = torch.arange(1.0, 13.0).reshape(3, 4)
+    tol = TOLERANCE[torch.float32]
+    near = want * (1 + 0.5 * tol)
+    assert_close("out", near, want)
+    assert_close("out", want + 1e-3 * want.norm(), want, dtype=torch.bfloat16)  # looser row of the table
+    off = want.clone()
+    off[1, 2] += 1.0
+    off[2, 3] += 2.0
+    with pytest.raises(AssertionError) as err:
+        assert_close("grad", off, want)
+    msg = str(err.value)
+    assert msg.startswith("grad: relative error") and f"{rel_err(off, want):.3g}" in msg
+    assert "max abs error 2 at (2, 3)" in msg and "first index off by more than the tolerance: (1, 2)" in msg
+    assert_close("grad", off, want, factor=rel_err(off, want) / tol)
+    nan = want.clone()
+    nan[0, 1] = float("nan")
+    with pytest.raises(AssertionError, match=r"loss: relative error nan .* first index off by more than the tolerance: \(0, 1\)"):
+        assert_close("loss", nan, want)
+    with pytest.raises(AssertionError, match=r"y: shape \(12,\), expected \(3, 4\)"):
+        assert_close("y", want.flatten(), want)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.cases import find_result, make_net, mri_case, seed_summary, sync, target_entry
-from benchmarks.sections.levers import LEVERS
+from benchmarks.sections.levers import LEVERS, shared_volume
 from fastsd.metrics import magnitude, psnr
 from fastsd.reference import mri as ref_mri
 from fastsd.solvers.schedules import sdi_sigmas
@@ -191,7 +191,7 @@ def run(b) -> None:
     if B > 1 and b.left() > 120:  # the slices of one scan on one shared network, quality
         vol = mri_case(name, dev, batch=B)
         record(name, f"volume-B{B}-shared", dict(fastsd_solve(vol, 0, f"volume-B{B}-shared",
-                                                              dict(best_opts, shared_net=True), T, K), timing="alone"))
+                                                              shared_volume(best_opts), T, K), timing="alone"))
         b.free()
     for (name, impl), rs in runs.items():
         summ = seed_summary(rs, ("wall_s", "psnr"))

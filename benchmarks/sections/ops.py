@@ -1,6 +1,9 @@
-"""Section 'ops': every fused op (``torch.ops.fastsd.*``) next to its plain-PyTorch reference at a
-small size and a GPU-filling size, bytes counted explicitly, GB/s and fraction of the copy
-bandwidth; on CUDA also the three Triton kernels of the MRI pipeline alone."""
+"""Section 'ops': the operator ops ``torch.ops.fastsd.{mri_forward, mri_adjoint, mri_fidelity, mri_dc,
+noisy_input, masked_fidelity}`` next to their plain-PyTorch references at a small size and a
+GPU-filling size, bytes counted explicitly, GB/s and fraction of the copy bandwidth; on CUDA also
+the three Triton kernels of the MRI pipeline alone. (``mri_normal`` and ``gaussian_noise`` share
+those ops' kernels; the network's fused layers ``bn_relu`` and ``upcat`` are timed inside the
+network step by the 'levers' section.)"""
 from __future__ import annotations
 
 import statistics

@@ -16,7 +16,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import FLOAT_DTYPES, check_same_device, check_tensor
-from fastsd.reference import batchnorm as _ref
+from fastsd._utils import accumulate_dtype
 
 __all__ = ["bn_relu"]
 
@@ -25,12 +25,12 @@ __all__ = ["bn_relu"]
 def _bn_relu_op(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return implementation(x, "batchnorm", _ref).bn_relu_forward(x, weight, bias, eps)
+    return implementation(x, "batchnorm").bn_relu_forward(x, weight, bias, eps)
 
 
 @_bn_relu_op.register_fake
 def _(x, weight, bias, eps):
-    stat = x.new_empty((x.shape[1],), dtype=_ref.accumulate_dtype(x))
+    stat = x.new_empty((x.shape[1],), dtype=accumulate_dtype(x))
     return torch.empty_like(x), stat, torch.empty_like(stat)
 
 
@@ -39,7 +39,7 @@ def _bn_relu_backward_op(
     dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     mean: torch.Tensor, rstd: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return implementation(x, "batchnorm", _ref).bn_relu_backward(dy, x, weight, bias, mean, rstd)
+    return implementation(x, "batchnorm").bn_relu_backward(dy, x, weight, bias, mean, rstd)
 
 
 @_bn_relu_backward_op.register_fake

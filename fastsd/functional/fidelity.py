@@ -14,8 +14,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
-from fastsd._utils import capturing, per_problem
-from fastsd.reference import fidelity as _ref
+from fastsd._utils import accumulate_dtype, capturing, per_problem
 
 __all__ = ["masked_fidelity", "residual_loss"]
 
@@ -27,13 +26,13 @@ _MASK_DTYPES = _DTYPES + (torch.bool, torch.uint8)
 def _masked_fidelity_op(
     x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    fn = implementation(x, "fidelity", _ref).masked_fidelity
+    fn = implementation(x, "fidelity").masked_fidelity
     return fn(x, y, mask)
 
 
 @_masked_fidelity_op.register_fake
 def _(x, y, mask):
-    return x.new_empty((x.shape[0],), dtype=_ref.accumulate_dtype(x)), x.new_empty(x.shape)
+    return x.new_empty((x.shape[0],), dtype=accumulate_dtype(x)), x.new_empty(x.shape)
 
 
 def _setup(ctx, inputs, output):
@@ -44,7 +43,7 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, g_loss, g_grad):
     """Backward of loss (through the saved gradient) and of grad = 2 m (m x − y) itself."""
     x, y, mask, grad = ctx.saved_tensors
-    acc = _ref.accumulate_dtype(x)
+    acc = accumulate_dtype(x)
     m = 1.0 if mask is None else mask.to(acc)
     gl = None if g_loss is None else per_problem(g_loss.to(acc), x)
     gg = None if g_grad is None else g_grad.to(acc)

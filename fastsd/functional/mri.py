@@ -1,7 +1,7 @@
 """MRI custom ops ``fastsd::mri_*``: masked centred FFT with coil maps, its adjoint, normal,
 fused fidelity (loss + gradient) and coil-wise data consistency.
 
-CUDA tensors run the Triton kernels of ``fastsd.kernels.mri_dc`` around cuFFT, or for 2-D data
+CUDA tensors run the Triton kernels of ``fastsd.kernels.mri`` around cuFFT, or for 2-D data
 the cuFFT-callback ops of the optional extension (:mod:`fastsd._native`) where it is built and the
 backend allows (:mod:`fastsd._backend`); everything else runs :mod:`fastsd.reference.mri`. Each op
 has a fake (meta) implementation and an autograd formula, so it works under ``torch.compile`` and
@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastsd import _backend
+from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
 from fastsd._utils import dc_weight, per_problem
 from fastsd.reference import mri as _ref
@@ -39,17 +39,13 @@ __all__ = ["mri_forward", "mri_adjoint", "mri_normal", "mri_fidelity", "mri_dc",
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _impl(t: Tensor):
-    return _backend.implementation(t, "mri_dc", _ref, native=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # custom ops
 
 
 @torch.library.custom_op("fastsd::mri_forward", mutates_args=())
 def _mri_forward(x: Tensor, mask: Tensor, smaps: Optional[Tensor]) -> Tensor:
-    return _impl(x).mri_forward(x, mask, smaps)
+    return implementation(x, "mri").mri_forward(x, mask, smaps)
 
 
 @_mri_forward.register_fake
@@ -60,7 +56,7 @@ def _(x, mask, smaps):
 
 @torch.library.custom_op("fastsd::mri_adjoint", mutates_args=())
 def _mri_adjoint(y: Tensor, mask: Tensor, smaps: Optional[Tensor]) -> Tensor:
-    return _impl(y).mri_adjoint(y, mask, smaps)
+    return implementation(y, "mri").mri_adjoint(y, mask, smaps)
 
 
 @_mri_adjoint.register_fake
@@ -70,7 +66,7 @@ def _(y, mask, smaps):
 
 @torch.library.custom_op("fastsd::mri_normal", mutates_args=())
 def _mri_normal(x: Tensor, mask: Tensor, smaps: Optional[Tensor]) -> Tensor:
-    return _impl(x).mri_normal(x, mask, smaps)
+    return implementation(x, "mri").mri_normal(x, mask, smaps)
 
 
 @_mri_normal.register_fake
@@ -80,7 +76,7 @@ def _(x, mask, smaps):
 
 @torch.library.custom_op("fastsd::mri_fidelity", mutates_args=())
 def _mri_fidelity(x: Tensor, y: Tensor, mask: Tensor, smaps: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    loss, grad = _impl(x).mri_fidelity(x, y, mask, smaps)
+    loss, grad = implementation(x, "mri").mri_fidelity(x, y, mask, smaps)
     return loss, grad
 
 
@@ -91,7 +87,7 @@ def _(x, y, mask, smaps):
 
 @torch.library.custom_op("fastsd::mri_dc", mutates_args=())
 def _mri_dc(x: Tensor, y: Tensor, mask: Tensor, smaps: Optional[Tensor], lam: float) -> Tensor:
-    return _impl(x).mri_dc(x, y, mask, smaps, lam)
+    return implementation(x, "mri").mri_dc(x, y, mask, smaps, lam)
 
 
 @_mri_dc.register_fake

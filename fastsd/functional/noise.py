@@ -15,8 +15,7 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import check_finite, check_same_device, check_tensor
-from fastsd._utils import capturing, per_problem
-from fastsd.reference import noise as _ref
+from fastsd._utils import capturing, noise_shape, per_problem
 
 __all__ = ["noisy_input", "gaussian_noise"]
 
@@ -33,13 +32,13 @@ def _noisy_input_op(
     scale: Optional[torch.Tensor],
     scale_value: float,
 ) -> torch.Tensor:
-    fn = implementation(x, "noise", _ref).noisy_input
+    fn = implementation(x, "noise").noisy_input
     return fn(x, sigma, seed, step, scale, scale_value)
 
 
 @_noisy_input_op.register_fake
 def _(x, sigma, seed, step, scale, scale_value):
-    return x.new_empty(_ref.noise_shape(x), dtype=torch.float32)
+    return x.new_empty(noise_shape(x), dtype=torch.float32)
 
 
 def _setup_noisy(ctx, inputs, output):
@@ -64,13 +63,13 @@ _noisy_input_op.register_autograd(_backward_noisy, setup_context=_setup_noisy)
 
 @torch.library.custom_op("fastsd::gaussian_noise", mutates_args=())
 def _gaussian_noise_op(like: torch.Tensor, seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    fn = implementation(like, "noise", _ref).gaussian_noise
+    fn = implementation(like, "noise").gaussian_noise
     return fn(like, seed, step)
 
 
 @_gaussian_noise_op.register_fake
 def _(like, seed, step):
-    return like.new_empty(_ref.noise_shape(like), dtype=torch.float32)
+    return like.new_empty(noise_shape(like), dtype=torch.float32)
 
 
 def _check_counter(name: str, t, x: torch.Tensor, per_problem: bool = False) -> torch.Tensor:

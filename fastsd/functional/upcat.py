@@ -16,32 +16,32 @@ import torch
 
 from fastsd._backend import implementation
 from fastsd._checks import FLOAT_DTYPES, check_same_device, check_tensor
-from fastsd.reference import upcat as _ref
+from fastsd._utils import memory_format
 
 __all__ = ["upsample_concat"]
 
 
 @torch.library.custom_op("fastsd::upcat", mutates_args=())
 def _upcat_op(skip: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    return implementation(skip, "upcat", _ref).upcat_forward(skip, h)
+    return implementation(skip, "upcat").upcat_forward(skip, h)
 
 
 @_upcat_op.register_fake
 def _(skip, h):
     N, Cs, H, W = skip.shape
     return torch.empty((N, Cs + h.shape[1], H, W), dtype=skip.dtype, device=skip.device,
-                       memory_format=_ref.memory_format(skip))
+                       memory_format=memory_format(skip))
 
 
 @torch.library.custom_op("fastsd::upcat_backward", mutates_args=())
 def _upcat_backward_op(dout: torch.Tensor, skip_channels: int, height: int, width: int) -> torch.Tensor:
-    return implementation(dout, "upcat", _ref).upcat_backward(dout, skip_channels, height, width)
+    return implementation(dout, "upcat").upcat_backward(dout, skip_channels, height, width)
 
 
 @_upcat_backward_op.register_fake
 def _(dout, skip_channels, height, width):
     shape = (dout.shape[0], dout.shape[1] - skip_channels, height, width)
-    return torch.empty(shape, dtype=dout.dtype, device=dout.device, memory_format=_ref.memory_format(dout))
+    return torch.empty(shape, dtype=dout.dtype, device=dout.device, memory_format=memory_format(dout))
 
 
 def _setup(ctx, inputs, output):

@@ -106,6 +106,22 @@ class BatchedNet(nn.Module):
         }
         self.template = template.to("meta")  # structure only; weights come from self.params
 
+    @staticmethod
+    def gather(picks: list[tuple[BatchedNet, int]]) -> BatchedNet:
+        """A new BatchedNet whose problem j starts from the current weights of problem ``i`` of
+        ``net`` for ``(net, i) = picks[j]`` (copies: new leaves, no shared gradients)."""
+        first = picks[0][0]
+        if first.shared:
+            raise ValueError("BatchedNet.gather takes per-problem networks, not a shared one")
+        out = copy.copy(first)
+        nn.Module.__init__(out)
+        out.vectorize, out.channels_last, out.shared, out.n = first.vectorize, first.channels_last, False, len(picks)
+        out.params = {k: out._layout(torch.stack([net.params[k][i].detach() for net, i in picks])).requires_grad_(True)
+                      for k in first.params}
+        out.buffers_ = {k: torch.stack([net.buffers_[k][i] for net, i in picks]) for k in first.buffers_}
+        out.template = first.template
+        return out
+
     def parameters(self, recurse: bool = True):  # noqa: D102 - the stacked leaves
         return iter(self.params.values())
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from fastsd._utils import pad_to
 
-__all__ = ["UNet", "ConvNet1d", "UpsampleConcat", "init_weights", "pad_to"]
+__all__ = ["UNet", "ConvNet1d", "UpsampleConcat", "SampleNorm", "NORMS", "init_weights", "pad_to"]
 
 
 def init_weights(net: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
@@ -54,16 +54,59 @@ def _activate(out: torch.Tensor, out_activation: str | None) -> torch.Tensor:
     return torch.sigmoid(out) if out_activation == "sigmoid" else out
 
 
+class SampleNorm(nn.modules.batchnorm._BatchNorm):
+    """Per-sample normalisation with BatchNorm's affine parameters: each sample of the batch is
+    normalised over its own spatial positions (``F.instance_norm``). At batch 1 it computes exactly
+    what train-mode BatchNorm computes, so a batch of B slices through one network normalises each
+    slice as a one-slice run would. Parameter names and initialisation are BatchNorm's."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 3:
+            raise ValueError(f"SampleNorm needs input (B, C, ...), got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, use_input_stats=True, eps=self.eps)
+
+
+NORMS = ("batch", "sample", "none")
+"""Normalisation layers of the U-Nets: 'batch' (train-mode BatchNorm, the paper's), 'sample'
+(:class:`SampleNorm`: per-sample statistics, equal to 'batch' at batch 1) or 'none'."""
 _CONV = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d), 3: (nn.Conv3d, nn.BatchNorm3d)}
 
 
-def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2) -> nn.Sequential:
-    """Two (conv3 + BatchNorm + ReLU) over ``dim`` spatial dims."""
-    conv, bn = _CONV[dim]
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return norm
+
+
+def _norm_layer(norm: str, dim: int, channels: int) -> nn.Module:
+    if norm == "batch":
+        return _CONV[dim][1](channels)
+    return SampleNorm(channels, track_running_stats=False) if norm == "sample" else nn.Identity()
+
+
+def per_sample_norm(net: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer of ``net`` (in place) by a :class:`SampleNorm` holding the
+    same affine parameters, so each sample of a batch is normalised over itself; returns ``net``."""
+    for m in list(net.modules()):
+        for name, child in list(m.named_children()):
+            if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+                norm = SampleNorm(child.num_features, child.eps, affine=child.affine, track_running_stats=False)
+                if child.affine:
+                    norm.weight, norm.bias = child.weight, child.bias
+                setattr(m, name, norm)
+    return net
+
+
+def _block(cin: int, cout: int, mid: int | None = None, dim: int = 2, norm: str = "batch") -> nn.Sequential:
+    """Two (conv3 + normalisation + ReLU) over ``dim`` spatial dims."""
+    conv = _CONV[dim][0]
     mid = mid or cout
     return nn.Sequential(
-        conv(cin, mid, 3, padding=1), bn(mid), nn.ReLU(inplace=True),
-        conv(mid, cout, 3, padding=1), bn(cout), nn.ReLU(inplace=True),
+        conv(cin, mid, 3, padding=1), _norm_layer(norm, dim, mid), nn.ReLU(inplace=True),
+        conv(mid, cout, 3, padding=1), _norm_layer(norm, dim, cout), nn.ReLU(inplace=True),
     )
 
 
@@ -84,7 +127,7 @@ class UNetBase(nn.Module):
         return cls(in_channels, out_channels, **{**cls.SMALL, **kw})
 
     def min_size(self) -> int:
-        """Smallest spatial size accepted (the deepest level needs 2 per dim for train-mode BatchNorm)."""
+        """Smallest spatial size accepted (the deepest level needs 2 per dim for batch statistics)."""
         return 2 ** (self.depth + 1)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -101,7 +144,8 @@ class UNetBase(nn.Module):
 class UNet(UNetBase):
     """The paper's U-Net (see module docstring). Any input size of at least ``2**(depth+1)`` works:
     after each upsampling the feature map is zero-padded to its skip's size. ``UNet.small``: width 8,
-    4 levels (about 0.35 M parameters), for CPUs."""
+    4 levels (about 0.35 M parameters), for CPUs. ``norm`` picks the normalisation layer
+    (:data:`NORMS`; the paper's is 'batch')."""
 
     spatial, SMALL = "H, W", dict(width=8, depth=4)
 
@@ -113,18 +157,20 @@ class UNet(UNetBase):
         depth: int = 5,
         out_activation: str | None = None,
         seed: int | None = None,
+        norm: str = "batch",
     ):
         super().__init__(in_channels, out_channels, width, depth, out_activation)
+        self.norm = check_norm(norm)
         ch = [width * 2 ** min(i, depth - 1) for i in range(depth + 1)]
-        self.inc = _block(in_channels, ch[0])
-        self.downs = nn.ModuleList(_block(ch[i], ch[i + 1]) for i in range(depth))
-        self.bottleneck = _block(ch[depth], ch[depth])
+        self.inc = _block(in_channels, ch[0], norm=norm)
+        self.downs = nn.ModuleList(_block(ch[i], ch[i + 1], norm=norm) for i in range(depth))
+        self.bottleneck = _block(ch[depth], ch[depth], norm=norm)
         # Decoder level i joins the upsampled deeper map (channels ``up``) with skip i.
         self.ups = nn.ModuleList()
         up = ch[depth]
         for i in reversed(range(depth)):
             cin, cout = up + ch[i], ch[max(i - 1, 0)]
-            self.ups.append(_block(cin, cout, mid=cin // 2))
+            self.ups.append(_block(cin, cout, mid=cin // 2, norm=norm))
             up = cout
         self.join = UpsampleConcat()
         self.outc = nn.Conv2d(up, out_channels, 1)

@@ -77,6 +77,14 @@ class MRI(LinearOperator):
         self.register_buffer("mask", mask)
         self.register_buffer("smaps", smaps)
 
+    def select(self, index) -> MRI:
+        """The operator of problems ``index`` (a list of batch indices) of a batched operator:
+        per-problem masks and coil maps are indexed, shared ones kept."""
+        nd = self.spatial_dims
+        mask = self.mask[index] if self.mask.ndim == nd + 1 else self.mask
+        smaps = self.smaps[index] if self.smaps is not None and self.smaps.ndim == nd + 2 else self.smaps
+        return type(self)(mask, smaps)
+
     # -- properties ------------------------------------------------------------------------------
     @property
     def img_size(self) -> tuple:

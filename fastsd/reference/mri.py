@@ -1,7 +1,7 @@
 """Plain-PyTorch reference of the MRI operator family (explicit fftshift / fftn / ifftshift), for
 2-D slices and 3-D volumes alike.
 
-Same signatures and semantics as the launchers in ``fastsd.kernels.mri_dc``; the CPU
+Same signatures and semantics as the launchers in ``fastsd.kernels.mri``; the CPU
 implementation of the ``fastsd::mri_*`` custom ops and the ground truth the kernels are tested
 against.
 

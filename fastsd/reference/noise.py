@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from fastsd._utils import per_problem
+from fastsd._utils import noise_shape, per_problem
 
 __all__ = ["philox", "philox_words", "philox_normal", "noise_shape", "noisy_input", "gaussian_noise"]
 
@@ -94,14 +94,6 @@ def philox_normal(shape, seed, step, device=None) -> torch.Tensor:
     th = _TWO_PI * _uniform(i2)
     r = torch.sqrt(-2.0 * torch.log(u1))
     return r * torch.cos(th)
-
-
-def noise_shape(x: torch.Tensor) -> tuple[int, ...]:
-    """Output shape of the noisy input: complex (B,H,W) -> real (B,2,H,W); real unchanged."""
-    if x.is_complex():
-        b, h, w = x.shape
-        return (b, 2, h, w)
-    return tuple(x.shape)
 
 
 def _pack(x: torch.Tensor) -> torch.Tensor:

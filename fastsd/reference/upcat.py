@@ -12,16 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastsd._utils import accumulate_dtype, pad_to
+from fastsd._utils import accumulate_dtype, memory_format, pad_to
 
 __all__ = ["upcat_forward", "upcat_backward", "memory_format"]
-
-
-def memory_format(t: torch.Tensor) -> torch.memory_format:
-    """``channels_last`` for a channels-last (and not also contiguous) 4-D tensor, else contiguous:
-    the layout the op's outputs take from ``t``."""
-    cl = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if cl else torch.contiguous_format
 
 
 def upcat_forward(skip: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

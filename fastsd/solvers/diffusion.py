@@ -125,14 +125,6 @@ def call_denoiser(denoiser, u: torch.Tensor, sigma: float) -> torch.Tensor:
     return out.to(u.dtype)
 
 
-def seeded_module(factory, seed: int, device, dtype) -> nn.Module:
-    """Build a module with CPU-seeded initialisation (same weights on every device), no global RNG change."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = factory()
-    return net.to(device=device, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------------------
 # DDPM / DDIM
 

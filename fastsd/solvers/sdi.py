@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,23 +36,30 @@ from fastsd._checks import check_problem
 from fastsd._utils import per_problem
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph, graph_enabled, graph_safe_adam
 from fastsd.nets.fused import fuse_bn_relu, fuse_upsample_concat
-from fastsd.nets.unet import ConvNet1d, UNet, init_weights
+from fastsd.nets.unet import ConvNet1d, UNet, check_norm, init_weights, per_sample_norm
 from fastsd.nets.unet3d import UNet3d
 from fastsd.solvers.base import Callback, SolveResult, register_solver
 from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.schedules import sdi_sigmas
+from fastsd.solvers.sdi_run import PLATEAU_CHECKS, SDIRun, WarmStart
 
-__all__ = ["SelfDiffusion", "PRESETS", "total_variation", "fourier_l1"]
+__all__ = ["SelfDiffusion", "SDIRun", "PRESETS", "PLATEAU_CHECKS", "VOLUMES", "WarmStart", "total_variation",
+           "fourier_l1"]
 
 # (T, K, lr) and loss per task, from the paper; 'mri' also rescales the measurements.
 PRESETS: dict[str, dict] = {
     "mri": dict(T=40, K=50, lr=1e-3, loss="norm_tv", scale=True),
     "mri3d": dict(T=40, K=50, lr=1e-3, loss="norm", scale=True),  # official 3-D loss: no TV
+    # Half the paper's work: chosen by benchmarks/sections/frontier.py's rule (least work within 0.3 dB
+    # of 'mri'), see README "Cost and quality".
+    "mri-fast": dict(T=10, K=100, lr=1e-3, loss="norm_tv", scale=True),
     "image": dict(T=40, K=150, lr=1e-3, loss="mse", scale=False),
     "denoise": dict(T=30, K=100, lr=2e-3, loss="mse", scale=False),
     "radar": dict(T=30, K=100, lr=1e-3, loss="mse", scale=False, out_activation="sigmoid"),
     "cs1d": dict(T=40, K=200, lr=1e-5, loss="cs1d", scale=False),
 }
+# How the B problems of a batch that are the slices of one scan are solved (see ``volume``).
+VOLUMES = ("independent", "shared", "warm")
 _LOSSES = {"mse": {}, "norm": {}, "norm_tv": {"tv_weight": 1e-4}, "cs1d": {"fourier_weight": 0.01}}
 # Network arithmetic: 'bf16' runs the network under bf16 autocast (float32 master weights, Adam,
 # BatchNorm statistics, loss and operator).
@@ -80,7 +86,8 @@ class SelfDiffusion:
 
     Args:
         preset: 'mri', 'mri3d', 'image', 'denoise', 'radar' or 'cs1d' (T, K, lr, loss, scaling and
-            output activation of the paper). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`,
+            output activation of the paper), or 'mri-fast' ('mri' with T=10, K=100: half the work,
+            measured within 0.3 dB of 'mri'). ``None`` picks 'mri' for :class:`~fastsd.ops.mri.MRI`,
             'mri3d' for :class:`~fastsd.ops.mri.MRI3D` (volumes: :class:`~fastsd.nets.UNet3d`) and
             'image' otherwise.
         T, K, lr: noise levels, Adam steps per level, Adam learning rate.
@@ -96,11 +103,22 @@ class SelfDiffusion:
         small: the CPU-sized network (``UNet.small``: width 8, 4 levels; ``UNet3d.small``: width 4,
             2 levels; ConvNet1d width 32).
         width, depth, out_activation: override the default network's size / output activation.
+        norm: the network's normalisation layers, 'batch' (the paper's train-mode BatchNorm),
+            'sample' (per-sample statistics, equal to 'batch' at batch 1) or 'none'.
         update: 'last' sets x̂ to the network output of the K-th inner step (official code);
             'refresh' runs one more forward with the updated weights on the same noisy input.
-        shared_net: one network for all problems of the batch (the slices of one scan: one
-            forward/backward over the whole batch and one optimiser update per step; BatchNorm
-            statistics over the slices) instead of one network per problem.
+        plateau: end a level's inner loop early once its loss stops improving: every
+            ``K // PLATEAU_CHECKS`` steps the mean loss of those steps is compared with the previous
+            ones', and the level ends when it fell by less than the fraction ``plateau`` (None: the
+            preset's; the paper presets run all K steps).
+        volume: the B problems as the slices of one scan: 'independent' (one network per slice,
+            all in one batched step), 'shared' (one network and one step for all slices, each
+            slice normalised over itself: BatchNorm becomes per-sample, so a one-slice run equals
+            'independent'), or 'warm' (slices from the centre outwards, each starting from its
+            neighbour's trained network, x̂ and scaling and entering the noise schedule at level
+            ``T - warm_levels``; the first runs all levels). ``shared_net=True`` means 'shared'.
+        warm_levels: noise levels run by each non-centre slice of a 'warm' volume (default
+            ``ceil(T / 5)``).
         seed: problem b uses seed + b for weights, x̂₀, the scaling noise and its noise stream;
             CPU runs are bit-reproducible.
         device, dtype: where and in which precision to run (default: ``y``'s device, float32).
@@ -113,13 +131,13 @@ class SelfDiffusion:
             arithmetic). Default: on CUDA with bf16, where it saves the float32 copies around
             cuDNN's BatchNorm (measured 6.66 -> 6.49 ms per step; neutral in fp32).
         fused_upsample: the U-Net decoder's bilinear upsample + pad + concat as one fused op
-            (:func:`fastsd.nets.fused.fuse_upsample_concat`; same arithmetic). Off by default:
-            not yet measured on a GPU (a lever of ``benchmarks/run.py --sections levers``).
+            (:func:`fastsd.nets.fused.fuse_upsample_concat`; same arithmetic). Off by default;
+            ``python -m benchmarks.run --only levers`` times it against the unfused step.
         cudnn_benchmark: let cuDNN time its convolution algorithms during warm-up, before the
             graph is captured (default off: measured no change for the paper U-Net).
         compile: ``torch.compile`` the network's forward (and so its backward) inside the step:
             ``True`` for inductor or a backend name; the compiled code runs inside the captured
-            CUDA graph. Off by default (not yet measured on a GPU).
+            CUDA graph. Off by default; ``python -m benchmarks.run --only levers`` times it.
         use_graph: CUDA-graph the inner step (default: on CUDA). warmup: eager steps before capture.
     """
 
@@ -144,7 +162,11 @@ class SelfDiffusion:
         width: int | None = None,
         depth: int | None = None,
         out_activation: str | None = None,
+        norm: str = "batch",
         update: str = "last",
+        plateau: float | None = None,
+        volume: str = "independent",
+        warm_levels: int | None = None,
         shared_net: bool = False,
         seed: int = 0,
         device: torch.device | str | None = None,
@@ -178,14 +200,26 @@ class SelfDiffusion:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if lr is not None and not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        if plateau is not None and not 0 <= plateau < 1:
+            raise ValueError(f"plateau must be a fraction in [0, 1), got {plateau!r}")
+        if volume not in VOLUMES:
+            raise ValueError(f"volume must be one of {', '.join(VOLUMES)}, got {volume!r}")
+        if shared_net and volume not in ("independent", "shared"):
+            raise ValueError(f"shared_net=True means volume='shared', got volume={volume!r}")
+        if warm_levels is not None and (int(warm_levels) != warm_levels or warm_levels < 1):
+            raise ValueError(f"warm_levels must be a positive integer, got {warm_levels!r}")
+        volume = "shared" if shared_net else volume
+        if volume == "shared" and fused_norm:
+            raise ValueError("fused_norm computes statistics over the batch; volume='shared' needs per-slice statistics")
         self.preset = preset
-        self.overrides = dict(T=T, K=K, lr=lr, loss=loss, scale=scale, out_activation=out_activation)
+        self.overrides = dict(T=T, K=K, lr=lr, loss=loss, scale=scale, out_activation=out_activation, plateau=plateau)
         self.beta_start, self.beta_end, self.schedule_factor = beta_start, beta_end, schedule_factor
         self.resample_noise, self.no_noise = bool(resample_noise), bool(no_noise)
         self.tv_weight, self.fourier_weight = tv_weight, fourier_weight
         self.net, self.small, self.width, self.depth, self.update = net, small, width, depth, update
+        self.norm, self.volume, self.warm_levels = check_norm(norm), volume, warm_levels
         self.seed, self.device, self.dtype = int(seed), device, dtype
-        self.shared_net, self.precision, self.fused_norm = bool(shared_net), precision, fused_norm
+        self.shared_net, self.precision, self.fused_norm = volume == "shared", precision, fused_norm
         self.fused_upsample = bool(fused_upsample)
         self.cudnn_benchmark, self.compile = cudnn_benchmark, compile
         self.use_graph, self.warmup = use_graph, warmup
@@ -199,6 +233,7 @@ class SelfDiffusion:
             preset = {"MRI": "mri", "MRI3D": "mri3d"}.get(type(op).__name__, "image")
         cfg = dict(PRESETS[preset], preset=preset)
         cfg.setdefault("out_activation", None)
+        cfg.setdefault("plateau", None)
         cfg.update({k: v for k, v in self.overrides.items() if v is not None})
         weights = {"tv_weight": 0.0, "fourier_weight": 0.0, **_LOSSES[cfg["loss"]]}
         if self.tv_weight is not None:
@@ -208,7 +243,10 @@ class SelfDiffusion:
         cfg.update(weights)
         cfg.update(beta_start=self.beta_start, beta_end=self.beta_end, schedule_factor=self.schedule_factor,
                    resample_noise=self.resample_noise, no_noise=self.no_noise, update=self.update,
-                   seed=self.seed, small=self.small, shared_net=self.shared_net, precision=self.precision)
+                   seed=self.seed, small=self.small, shared_net=self.shared_net, precision=self.precision,
+                   norm=self.norm, volume=self.volume)
+        if self.volume == "warm":
+            cfg["warm_levels"] = min(int(cfg["T"]), self.warm_levels or math.ceil(int(cfg["T"]) / 5))
         return cfg
 
     def _make_net(self, layout: NetLayout, cfg: dict, gen: torch.Generator, fused: bool) -> nn.Module:
@@ -223,21 +261,28 @@ class SelfDiffusion:
             elif layout.spatial_dims == 2:
                 width = self.width or (8 if self.small else 64)
                 depth = self.depth or (4 if self.small else 5)
-                net = init_weights(UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"]),
-                                   generator=gen)
+                net = init_weights(UNet(c, c, width=width, depth=depth, out_activation=cfg["out_activation"],
+                                        norm=self.norm), generator=gen)
             else:
                 net = init_weights(ConvNet1d(c, c, width=self.width or (32 if self.small else 64),
                                              out_activation=cfg["out_activation"]), generator=gen)
+        if self.norm != "batch" and (self.net is not None or layout.spatial_dims != 2):
+            raise ValueError(f"norm={self.norm!r} applies to the default 2-D U-Net only")
+        if self.shared_net:  # each slice normalised over itself, as in a one-slice run
+            net = per_sample_norm(net)
         if fused:
             net = fuse_bn_relu(net)
         return fuse_upsample_concat(net) if self.fused_upsample else net
 
     # -- solve -----------------------------------------------------------------------------------
-    def prepare(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None) -> SDIRun:
+    def prepare(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None,
+                start: WarmStart | None = None, seeds: list[int] | None = None) -> SDIRun:
         """Build everything a solve runs (networks, scaled measurements, Adam, the inner step and its
         :class:`StepGraph`) and set the first noise level, without running a step. ``solve`` runs
         the levels on it; benchmarks time ``run.runner.run(1)`` on the very same step. ``x_true``,
-        if given, is checked against the operator's image shape before any network is built."""
+        if given, is checked against the operator's image shape before any network is built.
+        ``start`` continues trained networks (a warm start) instead of new ones; ``seeds`` are the
+        problems' seeds (default ``seed + b``)."""
         y = check_problem(y, op, self.dtype)  # validation shared with every solver (fastsd._checks)
         cfg = self.config(op)
         dev = torch.device(self.device) if self.device is not None else y.device
@@ -258,19 +303,32 @@ class SelfDiffusion:
 
         # Per-problem initial draws (CPU generators: identical on every device).
         on_cuda = dev.type == "cuda"
-        fused = self.fused_norm if self.fused_norm is not None else (on_cuda and self.precision == "bf16")
+        fused = self.fused_norm if self.fused_norm is not None else (
+            on_cuda and self.precision == "bf16" and not self.shared_net)
         nets, x0, z0 = [], [], []
+        seeds = list(seeds) if seeds is not None else [self.seed + b for b in range(B)]
+        if len(seeds) != B:
+            raise ValueError(f"seeds holds {len(seeds)} values for {B} problems")
         for b in range(B):
-            gen = torch.Generator().manual_seed(self.seed + b)
-            if b == 0 or not self.shared_net:
+            gen = torch.Generator().manual_seed(seeds[b])
+            if start is None and (b == 0 or not self.shared_net):
                 nets.append(self._make_net(layout, cfg, gen, fused))
             x0.append(torch.randn(layout.net_shape[1:], generator=gen, dtype=torch.float64))
             z0.append(torch.randn(layout.net_shape[1:], generator=gen, dtype=torch.float64))
-        bnet = BatchedNet(nets, shared=self.shared_net).to(device=dev, dtype=dtype)
-        x_hat = torch.stack(x0).to(device=dev, dtype=dtype)
+        if start is not None:
+            if start.x_hat.shape != (B, *layout.net_shape[1:]) or start.net.n != B:
+                raise ValueError(f"warm start holds {start.net.n} problems of shape {tuple(start.x_hat.shape[1:])}; "
+                                 f"this solve has {B} of {tuple(layout.net_shape[1:])}")
+            bnet, x_hat = start.net.to(device=dev, dtype=dtype), start.x_hat.to(device=dev, dtype=dtype).clone()
+        else:
+            bnet = BatchedNet(nets, shared=self.shared_net).to(device=dev, dtype=dtype)
+            x_hat = torch.stack(x0).to(device=dev, dtype=dtype)
 
         scale = torch.ones(B, dtype=dtype, device=dev)
-        if cfg["scale"]:
+        if start is not None:
+            scale = start.scale.to(device=dev, dtype=dtype).clone()
+            y = y * per_problem(scale, y).to(y.dtype)
+        elif cfg["scale"]:
             with torch.no_grad():
                 num = torch.linalg.vector_norm(bnet(torch.stack(z0).to(dev, dtype)).flatten(1), dim=1)
                 den = torch.linalg.vector_norm(layout.to_net(x_like).flatten(1), dim=1).to(dtype)
@@ -282,7 +340,7 @@ class SelfDiffusion:
         sigmas = sdi_sigmas(T, cfg["beta_start"], cfg["beta_end"], cfg["schedule_factor"], device=dev, dtype=dtype)
         if cfg["no_noise"]:
             sigmas = torch.zeros_like(sigmas)
-        seeds = torch.arange(B, dtype=torch.int64, device=dev) + self.seed
+        seeds = torch.tensor(seeds, dtype=torch.int64, device=dev)
 
         m = y[0].numel()
         mse, tvw, fw = cfg["loss"] == "mse", float(cfg["tv_weight"]), float(cfg["fourier_weight"])
@@ -309,7 +367,7 @@ class SelfDiffusion:
         run = SDIRun(cfg=cfg, device=dev, layout=layout, x_like=x_like, net=bnet, scale=scale, sigmas=sigmas,
                      inner=inner, runner=runner, info=dict(cuda_graph=bool(graphed), fused_norm=fused, fused_upsample=self.fused_upsample,
                                                            cudnn_benchmark=benchmark, compile=self.compile))
-        run.set_level(0)
+        run.set_level(start.level if start is not None else 0)
         return run
 
     def solve(self, y: torch.Tensor, op, *, x_true: torch.Tensor | None = None,
@@ -320,24 +378,32 @@ class SelfDiffusion:
         ``callback(iteration, state)`` runs after every noise level with ``state`` holding ``x``,
         ``loss``, ``sigma``, ``level`` (and ``psnr``); returning True stops early.
         """
+        if self.volume == "warm":
+            from fastsd.solvers.volume import solve_warm
+
+            return solve_warm(self, y, op, x_true=x_true, callback=callback)
         t_start = time.perf_counter()
         run = self.prepare(y, op, x_true=x_true)
+        return self.run_levels(run, t_start, x_true=x_true, callback=callback)
+
+    def run_levels(self, run: SDIRun, t_start: float, *, first: int = 0, x_true: torch.Tensor | None = None,
+                   callback: Callback | None = None) -> SolveResult:
+        """Run noise levels ``first .. T-1`` of a prepared run (:meth:`prepare`, whose level is
+        ``first``) and return its result; ``t_start`` is when the solve began (for the timings)."""
         cfg, dev, inner, T, K = run.cfg, run.device, run.inner, int(run.cfg["T"]), int(run.cfg["K"])
-        history: dict[str, list[float]] = {"level_loss": [], "sigma": []}
+        history: dict[str, list[float]] = {"level_loss": [], "sigma": [], "level_steps": []}
         if x_true is not None:
             history["psnr"] = []
         t_setup = time.perf_counter() - t_start
-        levels_done = 0
-        for t in range(T):
-            if t:
+        for t in range(first, T):
+            if t != first:
                 run.set_level(t)
-            run.runner.run(K)
+            history["level_steps"].append(run.run_level(K, cfg["plateau"]))
             with torch.no_grad():
                 if self.update == "refresh":
                     inner.x_hat.copy_(run.net(inner.x_in))
                 else:
                     inner.x_hat.copy_(inner.out)
-            levels_done = t + 1
             lvl_loss = float(inner.loss.sum())
             history["level_loss"].append(lvl_loss)
             history["sigma"].append(float(run.sigmas[t]))
@@ -347,15 +413,16 @@ class SelfDiffusion:
                 history["psnr"].append(state["psnr"])
             if callback is not None:
                 state["x"] = run.current()
-                if callback((t + 1) * K, state) is True:
+                if callback(sum(history["level_steps"]), state) is True:
                     break
         x = run.current().detach()
         elapsed = time.perf_counter() - t_start
-        iters = levels_done * K
+        iters = sum(history["level_steps"])
         history["loss"] = inner.history[:iters].sum(1).tolist()
-        info = dict(cfg, T=T, K=K, iterations=iters, runtime_s=elapsed, setup_s=t_setup,
+        B = inner.x_hat.shape[0]
+        info = dict(cfg, T=T, K=K, iterations=iters, slice_steps=iters * B, runtime_s=elapsed, setup_s=t_setup,
                     it_per_s=iters / max(elapsed - t_setup, 1e-9), device=str(dev),
-                    dtype=str(self.dtype).replace("torch.", ""), batch=inner.x_hat.shape[0],
+                    dtype=str(self.dtype).replace("torch.", ""), batch=B,
                     params_per_problem=run.net.numel_per_problem(), scale=run.scale.tolist(), method="sdi",
                     **run.info)
         return SolveResult(x=x, history=history, info=info)
@@ -374,31 +441,3 @@ class SelfDiffusion:
                 a, t = a.abs(), t.abs()
             vals.append(psnr(a, t))
         return float(sum(vals) / len(vals)) if all(math.isfinite(v) for v in vals) else float("inf")
-
-
-@dataclass
-class SDIRun:
-    """One prepared self-diffusion solve (:meth:`SelfDiffusion.prepare`): the networks, the inner
-    step and its runner, the noise schedule and the measurement scaling."""
-
-    cfg: dict
-    device: torch.device
-    layout: NetLayout
-    x_like: torch.Tensor
-    net: BatchedNet
-    scale: torch.Tensor
-    sigmas: torch.Tensor
-    inner: SDIStep
-    runner: StepGraph
-    info: dict
-
-    def set_level(self, t: int) -> None:
-        """Enter noise level ``t``: σ_t, and (noise once per level) the level's noisy input."""
-        self.inner.sigma.copy_(self.sigmas[t])
-        if not self.cfg["resample_noise"]:
-            self.inner.step.fill_(t)
-            self.inner.x_in.copy_(self.inner.noisy())
-
-    def current(self) -> torch.Tensor:
-        """x̂ in the operator's layout, measurement scaling undone."""
-        return self.layout.from_net(self.inner.x_hat.detach()) / per_problem(self.scale, self.x_like)

@@ -1,4 +1,4 @@
-"""Command line for 3-D MRI: ``fastsd demo --3d`` and ``fastsd reconstruct INPUT --task mri3d``.
+"""3-D MRI: ``fastsd demo --3d`` and ``fastsd reconstruct INPUT --task mri3d``.
 
 ``fastsd demo --3d`` reconstructs the MNI ICBM152 T1 head volume that nilearn's wheel ships
 (:func:`fastsd.data3d.mri_volume`) from simulated 12-coil k-space with Poisson-disc 8x sampling of
@@ -23,34 +23,21 @@ along D, NMSE on magnitudes; runtimes). NIfTI needs nibabel (``data`` extra), th
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fastsd.cli import _device, _Parser, _run_command, _UsageError
+from fastsd.cli.common import UsageError, device
+from fastsd.cli.results import ResultFolder
 from fastsd.figures import volume_slices_figure
 from fastsd.outputs import quality, to_json
 
-__all__ = ["main", "handles"]
+__all__ = ["run"]
 
 CPU_SHAPE = (32, 40, 32)
 CPU_DEMO = dict(T=10, K=20, lr=3e-3)  # the demo's solver settings on CPU (the presets' on CUDA)
-
-
-def handles(argv: list[str]) -> bool:
-    """Whether ``fastsd`` arguments ask for the 3-D commands (``demo --3d``, ``--task mri3d``)."""
-    if not argv:
-        return False
-    if argv[0] == "demo":
-        return "--3d" in argv
-    if argv[0] == "reconstruct":
-        pairs = zip(argv, argv[1:])
-        return "--task=mri3d" in argv or any(a == "--task" and b == "mri3d" for a, b in pairs)
-    return False
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -70,7 +57,7 @@ def _volume_input(a: np.ndarray, shape) -> torch.Tensor:
     x = _resample(x, shape)
     scale = float(x.norm(dim=0).max())
     if not scale > 0:
-        raise _UsageError("the volume is all zeros")
+        raise UsageError("the volume is all zeros")
     return (x / scale)[None]
 
 
@@ -81,11 +68,11 @@ def _kspace_problem(k: torch.Tensor, args):
 
     C, D, H, W = k.shape
     if args.size:
-        raise _UsageError("--size resamples volumes, not k-space")
+        raise UsageError("--size resamples volumes, not k-space")
     hits = (k.abs() > 0).any(0).sum(0)  # (H, W): readout positions with data
     sampled = (hits > 0).float()  # the phase-encoding pattern
     if float((hits[hits > 0] < D).float().mean()) > 0.01:
-        raise _UsageError("the k-space sampling varies along the readout (dimension D); "
+        raise UsageError("the k-space sampling varies along the readout (dimension D); "
                           "--task mri3d needs whole readout lines")
     full = float(sampled.mean()) > 0.95
     calib = calib_side(H, W, args.calib)
@@ -122,10 +109,10 @@ def _load_problem(args, dev):
         elif name.endswith(".npy"):
             a = np.load(path, allow_pickle=False)
             if a.ndim != 3:
-                raise _UsageError(f"{path}: a real .npy volume must have shape (D, H, W), got {a.shape}")
+                raise UsageError(f"{path}: a real .npy volume must have shape (D, H, W), got {a.shape}")
             x = _volume_input(a, shape)
         else:
-            raise _UsageError(f"{path}: expected a .nii, .nii.gz, .npy or .h5 file")
+            raise UsageError(f"{path}: expected a .nii, .nii.gz, .npy or .h5 file")
         desc = str(path)
     y, op = simulate_acquisition(x, coils=args.coils, acceleration=args.acceleration, calib=args.calib,
                                  mask=args.mask, seed=args.seed)
@@ -186,110 +173,47 @@ def _magnitude(x: torch.Tensor) -> np.ndarray:
     return magnitude(x.detach().float())[0].cpu().numpy()
 
 
-def _run(args) -> int:
+def run(args) -> int:
+    """The 3-D command: load or simulate, solve in each mode, write the result folder atomically."""
     from fastsd.data3d import save_nifti
 
-    dev = _device(args.device)
+    dev = device(args.device)
     t0 = time.perf_counter()
-    y, op, truth, desc = _load_problem(args, dev)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ref = None if truth is None else _magnitude(truth)
-    vols = {"zero_filled": op.zero_filled(y)}
-    metrics = {"task": "mri3d", "data": desc, "volume": list(y.shape[-3:]), "coils": op.n_coils,
-               "acceleration": float(op.mask.numel() / float(op.mask.sum())), "device": str(dev), "runs": {}}
-    for mode in (("3d", "slices") if args.mode == "both" else (args.mode,)):
-        name = "sdi3d" if mode == "3d" else "sdi2d_slices"
-        x, res = _solve(args, mode, y, op, truth, dev)
-        vols[name] = x
-        info = res.info
-        metrics["runs"][name] = {k: info[k] for k in ("T", "K", "lr", "iterations", "runtime_s", "setup_s", "it_per_s",
-                                                      "batch", "params_per_problem", "cuda_graph", "small")}
-        if dev.type == "cuda":
-            metrics["runs"][name]["max_memory_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
-    for name, x in vols.items():
-        mag = _magnitude(x)
-        save_nifti(out / f"{name}.nii.gz", mag)
-        np.save(out / f"{name}.npy", torch.complex(x[0, 0], x[0, 1]).detach().cpu().numpy())
+    with ResultFolder(Path(args.out), args.overwrite) as folder:
+        out = folder.tmp
+        y, op, truth, desc = _load_problem(args, dev)
+        ref = None if truth is None else _magnitude(truth)
+        vols = {"zero_filled": op.zero_filled(y)}
+        metrics = {"task": "mri3d", "data": desc, "volume": list(y.shape[-3:]), "coils": op.n_coils,
+                   "acceleration": float(op.mask.numel() / float(op.mask.sum())), "device": str(dev), "runs": {}}
+        for mode in (("3d", "slices") if args.mode == "both" else (args.mode,)):
+            name = "sdi3d" if mode == "3d" else "sdi2d_slices"
+            x, res = _solve(args, mode, y, op, truth, dev)
+            vols[name] = x
+            info = res.info
+            metrics["runs"][name] = {k: info[k] for k in ("T", "K", "lr", "iterations", "runtime_s", "setup_s",
+                                                          "it_per_s", "batch", "params_per_problem", "cuda_graph",
+                                                          "small")}
+            if dev.type == "cuda":
+                metrics["runs"][name]["max_memory_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
+        for name, x in vols.items():
+            mag = _magnitude(x)
+            save_nifti(out / f"{name}.nii.gz", mag)
+            np.save(out / f"{name}.npy", torch.complex(x[0, 0], x[0, 1]).detach().cpu().numpy())
+            if ref is not None:
+                metrics[name] = quality(mag, ref)
         if ref is not None:
-            metrics[name] = quality(mag, ref)
-    if ref is not None:
-        save_nifti(out / "truth.nii.gz", ref)
-    volume_slices_figure(out / "slices.png", [(n, _magnitude(x)) for n, x in vols.items()], ref)
-    metrics["wall_time_s"] = time.perf_counter() - t0
-    (out / "metrics.json").write_text(to_json(metrics))
+            save_nifti(out / "truth.nii.gz", ref)
+        volume_slices_figure(out / "slices.png", [(n, _magnitude(x)) for n, x in vols.items()], ref)
+        metrics["wall_time_s"] = time.perf_counter() - t0
+        (out / "metrics.json").write_text(to_json(metrics))
     for name in vols:
-        q = metrics.get(name)
-        run = metrics["runs"].get(name)
+        q, solved = metrics.get(name), metrics["runs"].get(name)
         line = f"{name:>13}:"
         if q:
             line += f" PSNR {q['psnr']:.2f} dB  SSIM {q['ssim']:.4f}  NMSE {q['nmse']:.4g}"
-        if run:
-            line += f"  ({run['iterations']} iterations, {run['runtime_s']:.1f} s)"
+        if solved:
+            line += f"  ({solved['iterations']} iterations, {solved['runtime_s']:.1f} s)"
         print(line)
-    print(f"outputs in {out.resolve()}")
+    print(f"outputs in {folder.path}")
     return 0
-
-
-# -- parser -----------------------------------------------------------------------------------
-
-
-def _add_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("3-D MRI")
-    g.add_argument("--size", type=int, nargs=3, metavar=("D", "H", "W"), default=None,
-                   help="resample the volume (demo default: 160 160 128 on CUDA, 32 40 32 on CPU)")
-    g.add_argument("--acceleration", type=float, default=8.0, help="phase-encoding acceleration (default 8)")
-    g.add_argument("--calib", type=int, default=None,
-                   help="side of the fully sampled calibration box (default 24 at 128 phase encodes, scaled)")
-    g.add_argument("--coils", type=int, default=12, help="simulated birdcage coils (default 12; 1 = single coil)")
-    g.add_argument("--mask", choices=("poisson", "gaussian"), default="poisson", help="phase-encoding mask")
-    g.add_argument("--mode", choices=("3d", "slices", "both"), default="3d",
-                   help="3-D SDI, slice-by-slice 2-D SDI after a 1-D inverse FFT along the readout, or both")
-    s = p.add_argument_group("solver")
-    s.add_argument("--T", type=int, default=None,
-                   help="noise levels (default: preset 'mri3d' / 'mri', 40; the demo on CPU 10)")
-    s.add_argument("--K", type=int, default=None, help="Adam steps per noise level (default: preset, 50; demo on CPU 20)")
-    s.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: preset, 1e-3; demo on CPU 3e-3)")
-    net = s.add_mutually_exclusive_group()
-    net.add_argument("--small", dest="small", action="store_true", default=None,
-                     help="CPU-sized networks; the default on CPU")
-    net.add_argument("--full", dest="small", action="store_false", help="the paper's networks; the default on CUDA")
-    s.add_argument("--resample-noise", action="store_true", help="fresh noise at every inner step (paper)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", default="fastsd-out", help="output directory (default: ./fastsd-out)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fastsd", description="3-D MRI self-diffusion (fastsd demo --3d, fastsd reconstruct --task mri3d).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    d = sub.add_parser("demo", help="reconstruct the MNI T1 head volume from simulated 12-coil 8x k-space")
-    d.add_argument("--3d", dest="three_d", action="store_true", required=True, help="the 3-D demo")
-    _add_options(d)
-    r = sub.add_parser("reconstruct", help="reconstruct a NIfTI/.npy volume or 3-D k-space (.npy/.h5)")
-    r.add_argument("input", help=".nii/.nii.gz or real .npy volume (ground truth), or complex .npy / .h5 k-space")
-    r.add_argument("--task", choices=("mri3d",), required=True)
-    _add_options(r)
-    return p
-
-
-def _args(argv: list[str]) -> argparse.Namespace:
-    args = _parser().parse_args(argv)
-    for name in ("T", "K", "calib", "coils"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise _UsageError(f"--{name} must be a positive integer, got {v}")
-    if args.size is not None and min(args.size) < 1:
-        raise _UsageError(f"--size must be positive, got {args.size}")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the 3-D commands; returns the exit status (0 ok, 2 bad input or options, 130 Ctrl-C)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    return _run_command(lambda: _run(_args(argv)))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
