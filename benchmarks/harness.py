@@ -49,6 +49,11 @@ PAPER_CPU = dict(paper_small=True, paper_cs1d_small=True, paper_cs1d_seeds=5, pa
                  paper_mri_size=64, paper_mri_coils=8, paper_mri_TK=(10, 25), paper_mri_seeds=3,
                  paper_img_size=64, paper_img_TK=(10, 15), paper_img_seeds=3, paper_dip_width=16)
 PAPER_PARTS = ("cs1d", "mri", "images")
+# sections deepinv and deepinv_dip: the same problems on every device (the DIP candidates are
+# fastsd DIP (width, depth, lr))
+DEEPINV = dict(deepinv_size=128, deepinv_batches=[1, 8], deepinv_dip_tasks=["inpainting", "deblur", "mri"],
+               deepinv_dip_seeds=3, deepinv_dip_budget_s=20.0, deepinv_dip_every=25,
+               deepinv_dip_candidates=[[128, 5, 1e-2], [64, 5, 1e-2], [32, 5, 1e-2], [32, 4, 1e-2], [32, 5, 3e-3]])
 
 
 def config(device: torch.device, quick: bool) -> dict:
@@ -85,6 +90,10 @@ def config(device: torch.device, quick: bool) -> dict:
             **FRONTIER, frontier_size=320, frontier_small=False, frontier_slices=16, frontier_volume_depth=96,
             frontier_workers=1,
             **PAPER_CUDA, paper_parts=list(PAPER_PARTS), paper_skip=[],
+            deepinv_op_reps=(100, 10),
+            deepinv_max_item_s=5.0,
+            deepinv_dip_size=128,
+            **DEEPINV,
             max_item_s=15.0,
         )
     return dict(
@@ -118,6 +127,10 @@ def config(device: torch.device, quick: bool) -> dict:
         **FRONTIER, frontier_size=128, frontier_small=True, frontier_slices=8, frontier_volume_depth=96,
         frontier_workers=2,
         **PAPER_CPU, paper_parts=list(PAPER_PARTS), paper_skip=[],
+        deepinv_op_reps=(60, 5),
+        deepinv_max_item_s=6.0,
+        deepinv_dip_size=64,
+        **DEEPINV,
         max_item_s=2.0,
     )
 

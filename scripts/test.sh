@@ -22,7 +22,7 @@ if [ "${1:-}" = "--deepinv" ]; then
   # ptwt: deepinv's unfolded-algorithm tests need it
   FASTSD_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q -e ".[test]" "deepinv==${FASTSD_DEEPINV_VERSION:-0.5.0}" \
     "ptwt==1.0.1"
-  TESTS=(tests/test_deepinv.py tests/test_deepinv_upstream.py)
+  TESTS=(tests/test_deepinv*.py)
 else
   bash scripts/setup.sh
   VENV=.venv

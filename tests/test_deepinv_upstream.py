@@ -1,11 +1,13 @@
 """deepinv's own tests, with fastsd's physics substituted for deepinv's.
 
-The test files installed with the pinned deepinv wheel (``deepinv/tests``, not copies) run twice
-in a subprocess, on a selection of the tests that build ``MRI``, ``MultiCoilMRI``, ``Inpainting``,
-``BlurFFT`` or ``Downsampling``: once with deepinv's own classes and once with fastsd's
-(:mod:`fastsd.interop.deepinv_substitute`). Every test that passes natively on this machine must
-pass with fastsd's classes (a test that fails natively does not count against fastsd), fastsd's
-classes must actually have been built, and the fused path must actually have run.
+The test files installed with the pinned deepinv wheel (``deepinv/tests``, not copies) run three
+times in subprocesses, on a selection of the tests that build ``MRI``, ``MultiCoilMRI``,
+``Inpainting``, ``BlurFFT`` or ``Downsampling``: once with deepinv's own classes and twice with
+fastsd's (:mod:`fastsd.interop.deepinv_substitute`), on their fused ops (what CUDA runs) and on
+their direct path (the CPU default). Every test that passes natively on this machine must pass
+with fastsd's classes in both runs (a test that fails natively does not count against fastsd),
+fastsd's classes must actually have been built, and the fused, respectively direct, path must
+actually have run.
 Skipped where deepinv cannot be imported (the main environment: run ``scripts/test.sh --deepinv``).
 """
 import json
@@ -50,30 +52,35 @@ SELECTIONS = {
 }
 
 
-def _start(file: str, substitute: bool, out_dir: str):
-    # Each run in its own cwd: the two runs overlap, and deepinv's tests write and delete files in theirs
+RUNS = ("native", "fused", "direct")  # deepinv's classes; fastsd's on its fused ops; fastsd's CPU default
+
+
+def _start(file: str, run: str, out_dir: str):
+    # Each run in its own cwd: the runs overlap, and deepinv's tests write and delete files in theirs
     # (test_physics_state_dict removes ./cache_test_physics, which failed the other run's torch.load).
-    run_dir = Path(out_dir) / ("fastsd" if substitute else "native")
+    run_dir = Path(out_dir) / run
     run_dir.mkdir(exist_ok=True)
     report = run_dir / f"{file}.json"
-    env = dict(os.environ, FASTSD_DEEPINV_SUBSTITUTE="1" if substitute else "0", FASTSD_DEEPINV_REPORT=str(report))
-    env.setdefault("OMP_NUM_THREADS", "1")  # the two runs share the cores
+    env = dict(os.environ, FASTSD_DEEPINV_SUBSTITUTE="0" if run == "native" else "1", FASTSD_DEEPINV_REPORT=str(report))
+    if run != "native":
+        env["FASTSD_DEEPINV_CPU_PATH"] = run
+    env.setdefault("OMP_NUM_THREADS", "1")  # the runs share the cores
     cmd = [sys.executable, "-m", "pytest", str(TESTS / file), "-k", SELECTIONS[file][0], "-q", "-p", "no:cacheprovider",
            "-p", "fastsd.interop.deepinv_substitute", "--rootdir", str(TESTS), "-W", "ignore", "-o", "addopts="]
     proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, report
 
 
-def _run_both(file: str, out_dir: str) -> tuple[dict, dict]:
-    """deepinv's and fastsd's runs of one selection, side by side: {node id: {outcome, built, ...}}."""
-    runs = [_start(file, sub, out_dir) for sub in (False, True)]
+def _run_all(file: str, out_dir: str) -> dict[str, dict]:
+    """The runs (RUNS) of one selection, side by side: {run: {node id: {outcome, built, ...}}}."""
+    runs = [_start(file, run, out_dir) for run in RUNS]
     results = []
     for proc, report in runs:
         out, _ = proc.communicate(timeout=3000)
         if proc.returncode not in (0, 1) or not report.exists():  # 1: some test failed (compared below)
             pytest.fail(f"deepinv's {file} did not run (exit {proc.returncode}):\n{out[-4000:]}")
         results.append(json.loads(report.read_text()))
-    return results[0], results[1]
+    return dict(zip(RUNS, results))
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +90,24 @@ def out_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("file", SELECTIONS)
 def test_deepinv_tests_pass_with_fastsd_physics(file, out_dir):
-    native, ours = _run_both(file, out_dir)
+    runs = _run_all(file, out_dir)
+    native = runs["native"]
     assert native, f"no test of {file} selected"
-    assert native.keys() == ours.keys()
-    regressions = {n: ours[n]["outcome"] for n in native if native[n]["outcome"] == "passed" and ours[n]["outcome"] != "passed"}
-    assert not regressions, f"pass with deepinv's classes, not with fastsd's: {sorted(regressions)}"
     assert not any(native[n]["built"] for n in native)  # the native run really was native
     _, classes, least = SELECTIONS[file]
-    built = {c for r in ours.values() for c in r["built"]}
-    assert built >= classes, f"fastsd classes never built: {sorted(classes - built)}"
-    exercised = [n for n, r in ours.items() if r["built"] and r["outcome"] == "passed"]
-    assert len(exercised) >= least, f"only {len(exercised)} passing tests built a fastsd class"
-    assert sum(r["paths"]["fastsd"] for r in ours.values()) > 0, "the fused path never ran"
     passed = sum(r["outcome"] == "passed" for r in native.values())
-    print(f"{file}: {len(native)} selected, {passed} pass natively, "
-          f"{sum(r['outcome'] == 'passed' for r in ours.values())} with fastsd's classes "
-          f"({len(exercised)} of them build one; fused calls {sum(r['paths']['fastsd'] for r in ours.values())}, "
-          f"deepinv-path calls {sum(r['paths']['deepinv'] for r in ours.values())})")
+    for run, path in (("fused", "fastsd"), ("direct", "direct")):
+        ours = runs[run]
+        assert native.keys() == ours.keys()
+        regressions = {n: ours[n]["outcome"] for n in native
+                       if native[n]["outcome"] == "passed" and ours[n]["outcome"] != "passed"}
+        assert not regressions, f"pass with deepinv's classes, not with fastsd's ({run}): {sorted(regressions)}"
+        built = {c for r in ours.values() for c in r["built"]}
+        assert built >= classes, f"fastsd classes never built: {sorted(classes - built)}"
+        exercised = [n for n, r in ours.items() if r["built"] and r["outcome"] == "passed"]
+        assert len(exercised) >= least, f"only {len(exercised)} passing tests built a fastsd class ({run})"
+        calls = {p: sum(r["paths"].get(p, 0) for r in ours.values()) for p in ("fastsd", "deepinv", "direct")}
+        assert calls[path] > 0, f"the {path} path never ran ({run})"
+        print(f"{file} ({run}): {len(native)} selected, {passed} pass natively, "
+              f"{sum(r['outcome'] == 'passed' for r in ours.values())} with fastsd's classes "
+              f"({len(exercised)} of them build one; calls by path {calls})")

@@ -5,11 +5,25 @@ Each module has ``run(b)`` (measures through the :class:`benchmarks.harness.Benc
 header and cell key, see :func:`benchmarks.harness._cell`) and, where the issue sets targets,
 ``targets(results)``.
 """
-from benchmarks.sections import anchor, batch, copy, frontier, levers, native, ops, paper, step, volume3d
+from benchmarks.sections import (
+    anchor,
+    batch,
+    copy,
+    deepinv,
+    deepinv_dip,
+    frontier,
+    levers,
+    native,
+    ops,
+    paper,
+    step,
+    volume3d,
+)
 
 SECTIONS = dict(copy=copy, ops=ops, step=step, levers=levers, batch=batch, anchor=anchor, volume3d=volume3d,
-                native=native, frontier=frontier, paper=paper)
+                native=native, frontier=frontier, paper=paper, deepinv=deepinv, deepinv_dip=deepinv_dip)
 # What a run without --only measures; volume3d (full 3-D solves, minutes on a GPU), native (needs
-# the optional extension, scripts/native_gpu_check.sh), frontier (hundreds of full solves) and paper
-# (the paper's experiments, tens of minutes) run when named.
+# the optional extension, scripts/native_gpu_check.sh), frontier (hundreds of full solves), paper
+# (the paper's experiments, tens of minutes), deepinv and deepinv_dip (need deepinv: run from
+# .venv-deepinv) run when named.
 DEFAULT = ("copy", "ops", "step", "levers", "batch", "anchor")

@@ -15,9 +15,12 @@ replacements: same constructor arguments, layouts, parameters (``update``,
 for the current configuration, ``A``, ``A_adjoint``, ``A_adjoint_A``, ``prox_l2`` and
 ``A_dagger`` run on it (``physics.fastsd_op``: fused Triton kernels on CUDA); everywhere else
 (per-channel MRI masks or filters, non-circular padding, a parameter that requires grad,
-float64 MRI data, ...) the deepinv parent class's own code runs. ``physics.fastsd_path``
-(``'fastsd'`` or ``'deepinv'``) and ``physics.fallback_reason`` tell which path the last call
-took, and the ``fastsd.interop.deepinv`` logger records each change at DEBUG level.
+float64 MRI data, ...) the deepinv parent class's own code runs. On CPU tensors a third path is
+the default, ``'direct'``: deepinv's computation in plain torch without its per-call bookkeeping
+(:mod:`fastsd.interop.deepinv_direct`; ``physics.cpu_path = 'fused'`` runs the fused ops there
+too). ``physics.fastsd_path`` (``'fastsd'``, ``'deepinv'`` or ``'direct'``) and
+``physics.fallback_reason`` tell which path the last call took, and the ``fastsd.interop.deepinv``
+logger records each change of routed path at DEBUG level.
 
 On the fused path ``A``, ``A_adjoint``, ``A_adjoint_A`` and ``prox_l2`` are autograd Functions in
 ``setup_context`` style, so ``torch.func`` transforms (deepinv computes vector-Jacobian products
@@ -53,9 +56,11 @@ except Exception as _e:  # ImportError, or a torchvision build that does not mat
 from fastsd._checks import check_finite, check_tensor
 from fastsd._utils import per_problem
 from fastsd.functional.mri import IMAGE_DTYPES
+from fastsd.interop import deepinv_direct as _direct
+from fastsd.interop.deepinv_direct import DEEPINV_PINV_CUTOFF, DirectPath
 from fastsd.ops.base import LinearOperator
 from fastsd.ops.coils import birdcage_maps
-from fastsd.ops.image import FFT_DTYPES, bicubic_kernel
+from fastsd.ops.image import FFT_DTYPES, _as_complex, bicubic_kernel
 from fastsd.ops.image import Blur as _FsBlur
 from fastsd.ops.image import Downsample as _FsDownsample
 from fastsd.ops.image import Inpainting as _FsInpainting
@@ -153,7 +158,7 @@ def _identity(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-class _Fused:
+class _Fused(DirectPath):
     """Mixin placed before a deepinv physics class: runs its linear algebra on a fused fastsd
     operator where fastsd has one for the current configuration, and on the deepinv parent
     class's own implementation everywhere else.
@@ -283,13 +288,16 @@ class _Fused:
         return self._parent(name, t, **rest) if op is None else _Linear.apply(t, self, op, which)
 
     def A(self, x, **kwargs):
-        return self._linear("A", "forward", x, kwargs)
+        hit = self._direct("A", x, kwargs)
+        return hit[0](self, hit[1], x) if hit else self._linear("A", "forward", x, kwargs)
 
     def A_adjoint(self, y, **kwargs):
-        return self._linear("A_adjoint", "adjoint", y, kwargs)
+        hit = self._direct("A_adjoint", y, kwargs)
+        return hit[0](self, hit[1], y) if hit else self._linear("A_adjoint", "adjoint", y, kwargs)
 
     def A_adjoint_A(self, x, **kwargs):
-        return self._linear("A_adjoint_A", "normal", x, kwargs)
+        hit = self._direct("A_adjoint_A", x, kwargs)
+        return hit[0](self, hit[1], x) if hit else self._linear("A_adjoint_A", "normal", x, kwargs)
 
     def prox_l2(self, z, y, gamma, **kwargs):
         """argmin_x γ/2 ‖A x − y‖² + ½ ‖x − z‖² (fastsd's closed form, or CG where there is none).
@@ -298,6 +306,10 @@ class _Fused:
         deepinv's solver options (``solver``, ``tol``, ...) are ignored and ``max_iter`` sets the
         CG iterations where CG is used.
         """
+        g = _direct._scalar_gamma(gamma)
+        hit = self._direct("prox_l2", z, kwargs) if g is not None and isinstance(y, torch.Tensor) else None
+        if hit:
+            return hit[0](self, hit[1], z, y, g)
         rest = self._apply_params(kwargs)
         zt = z if isinstance(z, torch.Tensor) else None
         why = None
@@ -319,6 +331,9 @@ class _Fused:
     def A_dagger(self, y, **kwargs):
         """Minimum-norm least-squares solution A^† y: fastsd's closed form, or CG with
         ``max_iter`` iterations (persisting, as in deepinv) where there is none."""
+        hit = self._direct("A_dagger", y, kwargs) if getattr(self, "pinv_threshold", None) is None else None
+        if hit:
+            return hit[0](self, hit[1], y)
         rest = self._apply_params(kwargs)
         op = self._route((y, "y"))
         if op is None:
@@ -375,6 +390,7 @@ class _MRILayout(_Fused):
 
     _PARAMS = ("mask",)
     _CONFIG = ("three_d",)
+    _DIRECT = _direct.MRI
     _multicoil = False
     _native_batched_gamma = False
 
@@ -447,6 +463,7 @@ class MultiCoilMRI(_MRILayout, _dinv.physics.MultiCoilMRI):
 
     _multicoil = True
     _PARAMS = ("mask", "coil_maps")
+    _DIRECT = _direct.MultiCoilMRI
 
     def __init__(self, mask=None, coil_maps=None, img_size=(320, 320), three_d: bool = False, device="cpu", **kwargs):
         if isinstance(coil_maps, int):
@@ -484,6 +501,7 @@ class Inpainting(_ImageOp, _dinv.physics.Inpainting):
     """
 
     _PARAMS = ("mask",)
+    _DIRECT = _direct.Inpainting
 
     def _build(self, size):
         if not isinstance(self.mask, torch.Tensor):
@@ -506,21 +524,38 @@ def _one_kernel(filt: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
     return f[0, 0], None
 
 
+class _CutoffBlur(_FsBlur):
+    """fastsd's Blur with deepinv's pseudo-inverse, taken from deepinv's own buffers (its |H| and
+    phase, so the same frequencies are kept and the same values divide): conj(phase) / |H| where
+    |H| > 1e-5, 0 elsewhere."""
+
+    def __init__(self, kernel: torch.Tensor, img_size, magnitude: torch.Tensor, phase: torch.Tensor):
+        super().__init__(kernel, img_size)
+        keep = magnitude > DEEPINV_PINV_CUTOFF
+        inverse = torch.where(keep, phase.conj() / torch.where(keep, magnitude, 1.0), 0.0)
+        self.register_buffer("inverse", torch.view_as_real(inverse))
+
+    def pinv_diagonal(self, like):
+        return _as_complex(self.inverse, like)
+
+
 class BlurFFT(_ImageOp, _dinv.physics.BlurFFT):
     """Circular blur ``y = h ⊛ x`` (deepinv.physics.BlurFFT) on fastsd's Blur operator.
 
     Args as deepinv's: ``img_size`` (C, H, W), ``filter`` (1, c, h, w) centred at (h // 2, w // 2)
-    (None: given later, per call); ``pinv_threshold``: on the fused path ``A_dagger`` treats
-    frequencies with |H| < threshold · max |H| as 0. Fused for one float32/float64 filter shared
-    by all channels; per-channel or batched filters and a filter that requires grad run deepinv's
-    code.
+    (None: given later, per call); ``pinv_threshold``: None (default) gives deepinv's ``A_dagger``
+    (frequencies with |H| <= 1e-5 treated as 0, the same frequencies as deepinv's); a number gives
+    fastsd's relative rule (|H| < threshold · max |H| treated as 0). Fused for one float32/float64
+    filter shared by all channels; per-channel or batched filters and a filter that requires grad
+    run deepinv's code.
     """
 
     _PARAMS = ("filter",)
-    _CONFIG = ("img_size",)
+    _CONFIG = ("img_size", "pinv_threshold")
+    _DIRECT = _direct.BlurFFT
 
-    def __init__(self, img_size, filter=None, device="cpu", pinv_threshold: float = 1e-3, **kwargs):
-        self.pinv_threshold = float(pinv_threshold)
+    def __init__(self, img_size, filter=None, device="cpu", pinv_threshold: float | None = None, **kwargs):
+        self.pinv_threshold = None if pinv_threshold is None else float(pinv_threshold)
         super().__init__(img_size=img_size, filter=filter, device=device, **kwargs)
 
     def _build(self, size):
@@ -528,6 +563,9 @@ class BlurFFT(_ImageOp, _dinv.physics.BlurFFT):
         if kernel is None:
             return None, reason
         try:
+            if self.pinv_threshold is None:
+                magnitude, phase = self.mask.detach()[0, 0, ..., 0], self.angle.detach()[0, 0]
+                return _CutoffBlur(kernel, tuple(self.img_size[-2:]), magnitude, phase), None
             return _FsBlur(kernel, tuple(self.img_size[-2:]), self.pinv_threshold), None
         except ValueError as e:
             return None, str(e)
@@ -575,18 +613,21 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
     Args as deepinv's: ``img_size`` (C, H, W) (None: taken from each input), ``filter``
     (``'gaussian'``, ``'bilinear'``, ``'bicubic'``, ``'sinc'``, a tensor or None, with deepinv's
     meaning; fastsd adds ``'avg'``, the f × f box filter), ``factor``, ``padding``, ``device``;
-    ``pinv_threshold`` as in :class:`fastsd.ops.image.Downsample`. Fused for circular padding,
+    ``pinv_threshold``: None (default) gives deepinv's ``A_dagger`` (its least-squares solver, run
+    on this class's A and A^H); a number gives fastsd's closed form with the threshold of
+    :class:`fastsd.ops.image.Downsample`. Fused for circular padding,
     one filter shared by all channels and sizes divisible by the factor (any filter: the fused
     operator takes the impulse response of deepinv's own convolution); other paddings, per-channel
     filters and a filter that requires grad run deepinv's code.
     """
 
     _PARAMS = ("filter", "factor")
-    _CONFIG = ("padding", "imsize")
+    _CONFIG = ("padding", "imsize", "pinv_threshold")
+    _DIRECT = _direct.Downsampling
 
     def __init__(self, img_size=None, filter="warn", factor: int = 2, device="cpu", padding: str = "circular",
-                 pinv_threshold: float = 1e-3, **kwargs):
-        self.pinv_threshold = float(pinv_threshold)
+                 pinv_threshold: float | None = None, **kwargs):
+        self.pinv_threshold = None if pinv_threshold is None else float(pinv_threshold)
         if isinstance(filter, str) and filter == "avg":
             filter = deepinv_downsampling_filter("avg", int(factor))
         super().__init__(img_size=img_size, filter=filter, factor=factor, device=device, padding=padding, **kwargs)
@@ -625,8 +666,16 @@ class Downsampling(_ImageOp, _dinv.physics.Downsampling):
             h = _dinv.physics.functional.conv2d(delta, kernel.cpu().double()[None, None], padding="circular")[0, 0]
         except (RuntimeError, ValueError) as e:  # e.g. a filter too large for circular padding
             return None, f"deepinv's circular convolution fails: {e}"
-        op = _CircularDownsample(h, f, self.pinv_threshold, kernel.dtype)
+        op = _CircularDownsample(h, f, 1e-3 if self.pinv_threshold is None else self.pinv_threshold, kernel.dtype)
         return op.to(kernel.device), None
+
+    def A_dagger(self, y, **kwargs):
+        """deepinv's least-squares ``A_dagger`` (``pinv_threshold=None``), or fastsd's closed form."""
+        if self.pinv_threshold is not None:
+            return super().A_dagger(y, **kwargs)
+        x = self._parent("A_dagger", y, **kwargs)  # the parent class's (deepinv.physics may name this class)
+        self.fastsd_path, self.fallback_reason = "deepinv", "A_dagger: deepinv's least-squares solver (pinv_threshold=None)"
+        return x
 
 # -- fastsd solvers on deepinv problems -----------------------------------------------------
 
@@ -660,15 +709,21 @@ class PhysicsOperator(LinearOperator):
         return self.physics.A_dagger(y)
 
 
-def to_fastsd(physics, y: torch.Tensor) -> tuple[LinearOperator, torch.Tensor]:
+def to_fastsd(physics, y) -> tuple[LinearOperator, torch.Tensor]:
     """(fastsd operator, measurement in its layout) for a deepinv physics and measurement ``y``.
 
     The classes of this module give their fused operator where their configuration has one;
     deepinv's own ``MRI`` / ``MultiCoilMRI`` become a fused :class:`fastsd.ops.mri.MRI` (``MRI3D``
     for ``three_d``); any other linear physics (and any configuration without a fused operator)
-    is wrapped in :class:`PhysicsOperator`. Images come back in deepinv's layout either way.
+    is wrapped in :class:`PhysicsOperator`; stacked linear physics (``deepinv.physics.stack``,
+    ``y`` a ``TensorList``) become one :class:`~fastsd.interop.deepinv_stack.StackedOperator` over
+    the fastsd forms of their parts. Images come back in deepinv's layout either way.
     """
     P = _dinv.physics
+    if isinstance(physics, P.StackedLinearPhysics):
+        from fastsd.interop.deepinv_stack import stacked_to_fastsd
+
+        return stacked_to_fastsd(physics, y, to_fastsd)
     if isinstance(physics, _Fused):
         op, _ = physics._fused_op(physics._size(y, "y"))
         if op is not None:
@@ -702,7 +757,8 @@ class SDIReconstructor(_Reconstructor):
         self.method, self.options = method, dict(options)
         self.result_ = None
 
-    def forward(self, y: torch.Tensor, physics, **kwargs) -> torch.Tensor:
+    def forward(self, y, physics, **kwargs) -> torch.Tensor:
+        """The reconstruction from ``y`` (a tensor, or a ``TensorList`` for stacked physics)."""
         from fastsd.api import solve
 
         op, y_fs = to_fastsd(physics, y)

@@ -8,9 +8,10 @@ from them (``DynamicMRI``, ``Upsampling``, ...) keep deepinv's originals as base
 
 As a pytest plugin (``pytest -p fastsd.interop.deepinv_substitute``) it substitutes before
 collection and, when ``FASTSD_DEEPINV_REPORT`` names a file, writes there a JSON record per test:
-its outcome, the fastsd classes it constructed, how many operator calls took the fused and the
-deepinv path, and why the deepinv path ran. ``FASTSD_DEEPINV_SUBSTITUTE=0`` records outcomes without substituting (the
-native run to compare against).
+its outcome, the fastsd classes it constructed, how many operator calls took the fused, the
+deepinv and the direct path, and why the deepinv path ran. ``FASTSD_DEEPINV_SUBSTITUTE=0`` records
+outcomes without substituting (the native run to compare against); ``FASTSD_DEEPINV_CPU_PATH``
+sets the classes' ``cpu_path`` (``'direct'``, their default, or ``'fused'``).
 """
 from __future__ import annotations
 
@@ -60,6 +61,15 @@ def _record() -> None:
         return op
 
     fi._Fused._route = _route
+    direct = fi._Fused._direct
+
+    def _direct(self, *args, **kwargs):
+        hit = direct(self, *args, **kwargs)
+        if hit is not None:
+            _events.append(("path", "direct"))
+        return hit
+
+    fi._Fused._direct = _direct
 
 
 # -- pytest plugin ----------------------------------------------------------------------------
@@ -71,6 +81,8 @@ def pytest_configure(config):
     if os.environ.get("FASTSD_DEEPINV_SUBSTITUTE", "1") != "0":
         substitute()
         _record()
+        if os.environ.get("FASTSD_DEEPINV_CPU_PATH"):
+            fi._Fused.cpu_path = os.environ["FASTSD_DEEPINV_CPU_PATH"]
 
 
 def pytest_runtest_setup(item):
@@ -85,7 +97,7 @@ def pytest_runtest_logreport(report):
         r["outcome"] = "skipped"
     if report.when == "teardown":
         r["built"] = sorted({c for kind, c in _events if kind == "built"})
-        r["paths"] = {p: sum(1 for kind, q in _events if kind == "path" and q == p) for p in ("fastsd", "deepinv")}
+        r["paths"] = {p: sum(1 for kind, q in _events if kind == "path" and q == p) for p in ("fastsd", "deepinv", "direct")}
         r["fallbacks"] = sorted({why for kind, why in _events if kind == "why"})
 
 

@@ -80,6 +80,8 @@ class DIP(SeedSolver):
         net: 'skip' (:class:`~fastsd.nets.skip.SkipNet`), 'unet' (:class:`~fastsd.nets.unet.UNet`,
             2D only) or a factory ``(in_channels, out_channels) -> nn.Module``.
         depth, width, skip_channels: SkipNet/UNet size (depth is capped to what the image allows).
+            The default width 32 won against widths 64 and 128 and against deepinv's
+            DeepImagePrior at equal wall time (benchmark section ``deepinv_dip``; README "deepinv").
         sigmoid: sigmoid output (images in [0, 1]).
         input_channels, input_scale: DIP input ``z ~ U(0, input_scale)`` with that many channels.
         reg_noise_std: std of the noise added to ``z`` at every step (DIP's input regularisation).
@@ -88,7 +90,7 @@ class DIP(SeedSolver):
         seed, device, dtype: see :class:`~fastsd.solvers.diffusion.SeedSolver`.
     """
 
-    def __init__(self, *, iterations: int = 2000, lr: float = 1e-2, net="skip", depth: int = 5, width: int = 128,
+    def __init__(self, *, iterations: int = 2000, lr: float = 1e-2, net="skip", depth: int = 5, width: int = 32,
                  skip_channels: int = 4, sigmoid: bool = False, input_channels: int = 32, input_scale: float = 0.1,
                  reg_noise_std: float = 0.0, early_stop: bool = False, es_window: int = 100,
                  es_patience: int = 1000, use_graph: bool | None = None, warmup: int = 3, **common):
@@ -206,6 +208,7 @@ class ASeqDIP(DIP):
     """
 
     def __init__(self, *, updates_per_input: int = 2, ae_weight: float = 1.0, init: str = "adjoint", **options):
+        options.setdefault("width", 128)  # DIP's width study did not cover aSeqDIP: its width stays
         super().__init__(**options)
         check_count(updates_per_input=updates_per_input)
         if ae_weight < 0:
