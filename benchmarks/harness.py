@@ -382,6 +382,20 @@ def _unique(path: Path) -> Path:
 # entry point
 
 
+def run_report(out, only: str, budget_s: float | None = None, **sets) -> dict:
+    """Run sections ``only`` in this process as ``python -m benchmarks.run --only ONLY --out OUT
+    --threads 0 --set KEY=JSON ...`` would, and return the report it wrote (one run per ``out``)."""
+    argv = ["--only", only, "--out", str(out), "--threads", "0"]
+    if budget_s is not None:
+        argv += ["--budget-s", str(budget_s)]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    if main(argv) != 0:
+        raise RuntimeError(f"benchmarks.run {' '.join(argv)} failed")
+    (path,) = Path(out).glob("*.json")
+    return json.loads(path.read_text())
+
+
 def main(argv=None, description: str | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=description)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and models (forced on CPU)")

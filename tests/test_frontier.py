@@ -1,7 +1,6 @@
 """The compute-quality levers of self-diffusion on CPU at tiny sizes: the plateau rule, the
 network's normalisation, the volume modes ('shared' and 'warm' against hand-written loops), the
 FLOP count of a training step, and the benchmark's 'frontier' section end to end."""
-import json
 import math
 
 import pytest
@@ -269,12 +268,7 @@ def test_frontier_section(tmp_path, monkeypatch):
     monkeypatch.setattr(frontier, "problem", problem)
     sets = dict(frontier_size=32, frontier_slices=3, frontier_seeds=2, frontier_k_scale=0.04, frontier_workers=1,
                 frontier_coils=2)
-    argv = ["--only", "frontier", "--out", str(tmp_path), "--threads", "0", "--budget-s", "3000"]
-    for k, v in sets.items():
-        argv += ["--set", f"{k}={json.dumps(v)}"]
-    assert harness.main(argv) == 0
-    (path,) = tmp_path.glob("*.json")
-    report = json.loads(path.read_text())
+    report = harness.run_report(tmp_path, "frontier", budget_s=3000, **sets)
     assert not [r for r in report["results"] if "error" in r or "skipped" in r]
     recs = {r["name"]: r for r in report["results"]}
     paper = recs["frontier/paper"]
