@@ -106,7 +106,7 @@ def test_warm_callback_counts_steps_over_groups():
     assert [s for _, s, _ in seen] == [[2]] * 3 + [[1, 3]] * 2 + [[0]] * 2
     assert all(n == len(s) for _, s, n in seen)
     its = [it for it, _, _ in seen]
-    assert its == sorted(its) and its[-1] == warm_steps(4, 3, 2, 2) == 6 + 2 * 4
+    assert its == sorted(its) and its[-1] == warm_steps(4, 3, 2, 2) == 6 + 2 * 4 == res.info["iterations"]
     assert res.info["slice_steps"] == 6 + 2 * 4 + 1 * 4
 
 

@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from benchmarks.cases import target_entry
+from fastsd.solvers.volume import default_warm_levels
 
 METHOD = ("SDI solves (fastsd.solve, method 'sdi', preset 'mri' with the row's overrides) on the problems of "
           "the module docstring; PSNR (data range = max of the truth) and SSIM of the magnitude against the "
@@ -70,8 +71,10 @@ def stage2_rows(fast: dict, cfg: dict) -> list[tuple]:
              ("network", "mri-fast+norm-none", "slice", dict(fast, norm="none"))]
     scan = dict(cfg["frontier_scan_schedule"] or fast)
     rows += [("volume", f"scan/{v}", "scan", dict(scan, volume=v)) for v in ("independent", "shared")]
-    levels = sorted({max(1, round(f * scan["T"])) for f in cfg["frontier_warm_fractions"]})
-    rows += [("volume", f"scan/warm{n}", "scan", dict(scan, volume="warm", warm_levels=n)) for n in levels]
+    default = default_warm_levels(scan["T"])  # the 'warm' row of the targets; the others beside it
+    levels = sorted({default} | {max(1, round(f * scan["T"])) for f in cfg["frontier_warm_fractions"]})
+    rows += [("volume", "scan/warm" if n == default else f"scan/warm{n}", "scan",
+              dict(scan, volume="warm", warm_levels=n)) for n in levels]
     return rows
 
 
@@ -270,7 +273,6 @@ def targets(results: list[dict]) -> dict:
                 out[f"frontier_work_ratio[{scan}/{mode}]"] = target_entry(r.get("work_ratio"), 0.3, "<=")
             out[f"frontier_psnr_delta[{scan}/{mode}]"] = target_entry(r.get("psnr_delta"), -0.3, ">=")
     return out
-
 
 
 def figure(report: dict, path) -> None:

@@ -44,6 +44,7 @@ from fastsd.solvers.layout import NetLayout
 from fastsd.solvers.losses import fourier_l1, total_variation
 from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi_run import PLATEAU_CHECKS, SDIRun, WarmStart
+from fastsd.solvers.volume import default_warm_levels
 
 __all__ = ["SelfDiffusion", "SDIRun", "PRESETS", "PLATEAU_CHECKS", "VOLUMES", "WarmStart", "total_variation",
            "fourier_l1"]
@@ -229,7 +230,7 @@ class SelfDiffusion:
                    seed=self.seed, small=self.small, shared_net=self.shared_net, precision=self.precision,
                    norm=self.norm, volume=self.volume)
         if self.volume == "warm":
-            cfg["warm_levels"] = min(int(cfg["T"]), self.warm_levels or math.ceil(int(cfg["T"]) / 5))
+            cfg["warm_levels"] = min(int(cfg["T"]), self.warm_levels or default_warm_levels(int(cfg["T"])))
         return cfg
 
     def _unet_size(self, spatial_dims: int) -> tuple[int, int]:
