@@ -1,4 +1,4 @@
-"""The direct path of the deepinv drop-in classes on CPU (fastsd.interop.deepinv_direct): the
+"""The direct path of the deepinv drop-in classes on CPU (fastsd.interop.deepinv.direct): the
 default there, deepinv's computation in plain torch. Each op against deepinv's own class, float32
 and float64, batch 1 and 2; caches that follow buffer updates; what stays on the routed path."""
 import warnings

@@ -12,7 +12,7 @@ except Exception as e:  # not installed, or a torchvision build that does not ma
     pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
 
 from fastsd.interop import deepinv as fi
-from fastsd.interop.deepinv_stack import StackedOperator
+from fastsd.interop.deepinv.stack import StackedOperator
 from fastsd.ops.masks import equispaced_mask
 from fastsd.testing import rel_err
 
