@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastsd.ops.base import LinearOperator
+from fastsd.ops.base import LinearOperator, batch_dot
 
-__all__ = ["TOLERANCE", "rel_err", "assert_close", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
+__all__ = ["TOLERANCE", "rel_err", "assert_close", "assert_adjoint", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
 
 # Relative-error tolerance per input dtype for kernel-vs-reference comparisons.
 TOLERANCE = {
@@ -30,9 +30,10 @@ def rel_err(out, ref) -> float:
 
 def assert_close(name: str, got, want, *, dtype: torch.dtype | None = None, factor: float = 1) -> None:
     """Assert ``rel_err(got, want) <= factor * TOLERANCE[dtype]`` (``dtype``: that of ``got``, the
-    first tensor of a tuple), with equal shapes. A failure names the output ``name`` and gives the
+    first tensor of a tuple; Python numbers count as float64), with equal shapes. A failure names the output ``name`` and gives the
     relative and the largest absolute error and the first index that is off by more than the
     tolerance times ``want``'s largest magnitude (or is NaN where ``want`` is not)."""
+    got, want = _tensor(got), _tensor(want)
     first = got[0] if isinstance(got, tuple) else got
     dtype = first.dtype if dtype is None else dtype
     limit = factor * TOLERANCE[dtype]
@@ -51,6 +52,22 @@ def assert_close(name: str, got, want, *, dtype: torch.dtype | None = None, fact
     raise AssertionError(f"{name}: relative error {err:.3g} > {limit:.3g} ({str(dtype).removeprefix('torch.')} "
                          f"tolerance x {factor}); max abs error {float(diff.max()):.3g} at {worst}; "
                          f"first index off by more than the tolerance: {first}")
+
+
+def assert_adjoint(name: str, op, x: torch.Tensor, y: torch.Tensor, *, factor: float = 1) -> None:
+    """Assert ``Re⟨A x, y⟩ = ⟨x, Aᴴ y⟩`` for each problem of the batch, relative to ``‖A x‖ ‖y‖``,
+    within ``factor * TOLERANCE[x.dtype]`` (``op``: a :class:`LinearOperator`)."""
+    ax = op(x)
+    lhs, rhs = batch_dot(ax, y).double(), batch_dot(x, op.adjoint(y)).double()
+    scale = ax.flatten(1).norm(dim=1).double() * y.flatten(1).norm(dim=1).double()
+    err = float(((lhs - rhs).abs() / scale).max())
+    limit = factor * TOLERANCE[x.dtype]
+    assert err <= limit, f"{name}: adjoint mismatch {err:.3g} > {limit:.3g} (<A x, y> vs <x, A^H y>, per problem)"
+
+
+def _tensor(t):
+    """Python numbers as float64 tensors, so scalars (norms, sums) compare like outputs."""
+    return torch.as_tensor(t, dtype=torch.float64) if isinstance(t, (int, float)) else t
 
 
 def _joined(t) -> torch.Tensor:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastsd._utils import accumulate_dtype, dc_weight, memory_format, noise_shape, per_problem
-from fastsd.testing import TOLERANCE, assert_close, rel_err
+from fastsd.testing import TOLERANCE, assert_adjoint, assert_close, rel_err
 
 
 def test_per_problem_broadcasts_over_the_batch():
@@ -68,3 +68,33 @@ def test_assert_close_uses_the_table_and_names_the_failure():
         assert_close("loss", nan, want)
     with pytest.raises(AssertionError, match=r"y: shape \(12,\), expected \(3, 4\)"):
         assert_close("y", want.flatten(), want)
+
+
+def test_assert_close_takes_numbers_as_float64():
+    assert_close("norm", 2.0, torch.tensor(2.0, dtype=torch.float64) * (1 + 1e-13))
+    with pytest.raises(AssertionError, match="norm: relative error 0.001"):
+        assert_close("norm", 2.002, 2.0)
+    assert_close("norm", 2.002, 2.0, dtype=torch.float32, factor=200)
+
+
+class _Scaled(torch.nn.Module):
+    """x ↦ K x along the last axis, with a chosen (possibly wrong) adjoint."""
+
+    def __init__(self, K, adjoint_matrix):
+        super().__init__()
+        self.K, self.KH = K, adjoint_matrix
+
+    def forward(self, x):
+        return x @ self.K.T
+
+    def adjoint(self, y):
+        return y @ self.KH.T
+
+
+def test_assert_adjoint_catches_a_wrong_adjoint():
+    gen = torch.Generator().manual_seed(0)
+    K = torch.randn(5, 4, generator=gen, dtype=torch.float64)  # not square, not symmetric
+    x, y = torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    assert_adjoint("K", _Scaled(K, K.T), x, y)
+    with pytest.raises(AssertionError, match=r"K: adjoint mismatch .* per problem"):
+        assert_adjoint("K", _Scaled(K, K.T.flip(0)), x, y)

@@ -1,4 +1,4 @@
-"""Shared set-up of the deepinv interop tests (tests/test_deepinv*.py): each fastsd physics beside
+"""Shared set-up of the deepinv interop tests (tests/interop/test_deepinv*.py): each fastsd physics beside
 deepinv's own class with the same parameters, random inputs, dense matrices and the fixture that
 picks the CPU path. Import it after checking that deepinv is usable."""
 import deepinv as dinv
@@ -15,7 +15,7 @@ IMG = (3, 16, 16)  # image-operator size (C, H, W)
 
 @pytest.fixture(autouse=True, params=["fused"], name="cpu_path")
 def fused_cpu_path(request, monkeypatch):
-    """On CPU tensors the classes take the direct path by default (tests/test_deepinv_direct.py);
+    """On CPU tensors the classes take the direct path by default (tests/interop/test_deepinv_direct.py);
     these tests check the fused path, which CUDA takes, unless a test asks for both."""
     monkeypatch.setattr(fi._Fused, "cpu_path", request.param)
     return request.param
