@@ -1,33 +1,13 @@
 """deepinv interop, the physics: each fastsd physics against deepinv's own class with the same
 parameters, against dense float64 matrices (pseudo-inverse, prox), gradcheck of the autograd
-Functions, torch.func, adjointness and gradients. Skipped when deepinv cannot be imported."""
-import warnings
-
+Functions, torch.func, adjointness and gradients. Skipped when deepinv cannot be imported (by deepinv_cases)."""
 import pytest
 import torch
+from deepinv_cases import BOTH_PATHS, CASES, MRI_CASES, _blur_filter, _case, _dense, _gen, _x, dinv, fi
 
-try:
-    import deepinv as dinv
-except Exception as e:  # not installed, or a torchvision build that does not match torch
-    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
+from fastsd.testing import TOLERANCE, assert_adjoint, assert_close
 
-from deepinv_cases import (  # noqa: E402
-    BOTH_PATHS,
-    CASES,
-    MRI_CASES,
-    _blur_filter,
-    _case,
-    _dense,
-    _gen,
-    _x,
-    fused_cpu_path,  # noqa: F401  (autouse fixture cpu_path: the fused path)
-)
-
-from fastsd.interop import deepinv as fi  # noqa: E402
-from fastsd.testing import TOLERANCE, assert_adjoint, assert_close  # noqa: E402
-
-warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
-
+pytestmark = pytest.mark.usefixtures("cpu_path")  # the fused path (conftest.py)
 
 # -- against deepinv ------------------------------------------------------------------------
 

@@ -1,34 +1,19 @@
 """deepinv interop, the other direction: fastsd's solvers as a deepinv ``Reconstructor``
 (:class:`fastsd.interop.deepinv.SDIReconstructor`), deepinv physics as fastsd operators
 (:func:`fastsd.interop.deepinv.to_fastsd`) and a deepinv evaluation loop over fastsd's solvers.
-Skipped when deepinv cannot be imported."""
-import warnings
-
+Skipped when deepinv cannot be imported (by deepinv_cases)."""
 import pytest
 import torch
+from deepinv_cases import _case, _gen, _x, dinv, fi
 
-try:
-    import deepinv as dinv
-except Exception as e:  # not installed, or a torchvision build that does not match torch
-    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
+from fastsd.api import solve
+from fastsd.ops.image import Inpainting as FsInpainting
+from fastsd.ops.masks import equispaced_mask
+from fastsd.ops.mri import MRI as FsMRI
+from fastsd.ops.mri import MRI3D as FsMRI3D
+from fastsd.testing import assert_close
 
-from deepinv_cases import (  # noqa: E402
-    _case,
-    _gen,
-    _x,
-    fused_cpu_path,  # noqa: F401  (autouse fixture cpu_path: the fused path)
-)
-
-from fastsd.api import solve  # noqa: E402
-from fastsd.interop import deepinv as fi  # noqa: E402
-from fastsd.ops.image import Inpainting as FsInpainting  # noqa: E402
-from fastsd.ops.masks import equispaced_mask  # noqa: E402
-from fastsd.ops.mri import MRI as FsMRI  # noqa: E402
-from fastsd.ops.mri import MRI3D as FsMRI3D  # noqa: E402
-from fastsd.testing import assert_close  # noqa: E402
-
-warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
-
+pytestmark = pytest.mark.usefixtures("cpu_path")  # the fused path (conftest.py)
 
 # -- Reconstructor --------------------------------------------------------------------------
 

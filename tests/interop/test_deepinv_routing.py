@@ -1,39 +1,18 @@
 """deepinv interop, the routing: the fused operator follows deepinv's buffers (state, devices,
 parameter updates), configurations without one run deepinv's own code, parameters that require
 grad get deepinv's gradients, bad arguments fail clearly, substitution into deepinv, and fastsd
-imports without deepinv. Skipped when deepinv cannot be imported."""
+imports without deepinv. Skipped when deepinv cannot be imported (by deepinv_cases)."""
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
+from deepinv_cases import CASES, IMG, H, W, _blur_filter, _case, _gen, _mri_mask, _smaps, _x, dinv, fi
 
-try:
-    import deepinv as dinv
-except Exception as e:  # not installed, or a torchvision build that does not match torch
-    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
+from fastsd.testing import assert_close
 
-from deepinv_cases import (  # noqa: E402
-    CASES,
-    IMG,
-    H,
-    W,
-    _blur_filter,
-    _case,
-    _gen,
-    _mri_mask,
-    _smaps,
-    _x,
-    fused_cpu_path,  # noqa: F401  (autouse fixture cpu_path: the fused path)
-)
-
-from fastsd.interop import deepinv as fi  # noqa: E402
-from fastsd.testing import assert_close  # noqa: E402
-
-warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
-
+pytestmark = pytest.mark.usefixtures("cpu_path")  # the fused path (conftest.py)
 
 # -- devices, parameters, errors ------------------------------------------------------------
 
