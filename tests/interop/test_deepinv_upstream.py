@@ -3,8 +3,9 @@
 The test files installed with the pinned deepinv wheel (``deepinv/tests``, not copies) run three
 times in subprocesses, on a selection of the tests that build ``MRI``, ``MultiCoilMRI``,
 ``Inpainting``, ``BlurFFT`` or ``Downsampling``: once with deepinv's own classes and twice with
-fastsd's (:mod:`fastsd.interop.deepinv_substitute`), on their fused ops (what CUDA runs) and on
-their direct path (the CPU default). Every test that passes natively on this machine must pass
+fastsd's (:mod:`fastsd.interop.deepinv.substitute`), on their fused ops (what CUDA runs) and on
+their direct path (the CPU default; this run loads the plugin under its former name
+``fastsd.interop.deepinv_substitute``, which must keep working). Every test that passes natively on this machine must pass
 with fastsd's classes in both runs (a test that fails natively does not count against fastsd),
 fastsd's classes must actually have been built, and the fused, respectively direct, path must
 actually have run.
@@ -53,6 +54,9 @@ SELECTIONS = {
 
 
 RUNS = ("native", "fused", "direct")  # deepinv's classes; fastsd's on its fused ops; fastsd's CPU default
+# the substitute plugin by run: the direct run checks that the former module name still loads it, hooks included
+PLUGIN = {"native": "fastsd.interop.deepinv.substitute", "fused": "fastsd.interop.deepinv.substitute",
+          "direct": "fastsd.interop.deepinv_substitute"}
 
 
 def _start(file: str, run: str, out_dir: str):
@@ -66,7 +70,7 @@ def _start(file: str, run: str, out_dir: str):
         env["FASTSD_DEEPINV_CPU_PATH"] = run
     env.setdefault("OMP_NUM_THREADS", "1")  # the runs share the cores
     cmd = [sys.executable, "-m", "pytest", str(TESTS / file), "-k", SELECTIONS[file][0], "-q", "-p", "no:cacheprovider",
-           "-p", "fastsd.interop.deepinv_substitute", "--rootdir", str(TESTS), "-W", "ignore", "-o", "addopts="]
+           "-p", PLUGIN[run], "--rootdir", str(TESTS), "-W", "ignore", "-o", "addopts="]
     proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, report
 
