@@ -114,7 +114,8 @@ def test_l1_wavelet_objective_decreases_monotonically_and_rule_uses_measurements
     # λ = lam_rel · max|details of W A^H y| per problem, from y alone
     wt = Wavelet((16, 16), "db4", None)
     lam_max = Wavelet.details(wt.forward(op.adjoint(y)), 2).abs().amax(1)
-    assert_close("lam", torch.tensor(res.info["lam"], dtype=torch.float64), 0.02 * lam_max.double(), dtype=torch.float32)
+    assert_close("lam", torch.tensor(res.info["lam"], dtype=torch.float64), 0.02 * lam_max.double(),
+                 dtype=torch.float32)
 
 
 def test_l1_wavelet_callback_and_batch_independence():

@@ -184,7 +184,8 @@ def test_prox_optimality(name, real):
         p = op.prox_l2(z, y, gamma)
         assert p.dtype == z.dtype and p.shape == z.shape
         g = gamma if isinstance(gamma, float) else gamma[:, None].to(real)
-        assert_close("prox_l2 optimality", p + g * op.adjoint(op(p)), z + g * op.adjoint(y))  # (I + γ AᴴA) p = z + γ Aᴴy
+        # (I + γ AᴴA) p = z + γ Aᴴy
+        assert_close("prox_l2 optimality", p + g * op.adjoint(op(p)), z + g * op.adjoint(y))
     assert torch.equal(op.prox_l2(z, y, 0.0), z)
 
 
