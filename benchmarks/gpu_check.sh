@@ -13,6 +13,6 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log
 python3 -c "import torch, triton, fastsd; print('torch', torch.__version__, 'triton', triton.__version__)"
 timeout $(( ${1:-380} + 60 )) python3 -m benchmarks.run --only copy,levers,anchor --budget-s "${1:-380}" --out "$OUT" \
   2>&1 | tee "$OUT/bench.log" | grep -v "^|" | tail -60
-timeout "${2:-90}" python3 -m pytest -q -x -p no:cacheprovider tests/test_batchnorm.py tests/test_upcat.py tests/test_sdi_fast_paths.py tests/test_mri_kernels.py tests/test_mri3d.py \
-  tests/test_step_graph.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -8
+timeout "${2:-90}" python3 -m pytest -q -x -p no:cacheprovider tests/kernels/test_batchnorm.py tests/kernels/test_upcat.py tests/solvers/test_sdi_fast_paths.py tests/kernels/test_mri_kernels.py tests/ops/test_mri3d.py \
+  tests/solvers/test_step_graph.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -8
 grep -h "^|" "$OUT"/*.md | grep -E "target|step_ms|speedup|delta|volume" | tail -20

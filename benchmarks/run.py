@@ -33,7 +33,7 @@ Results go to ``DIR/<YYYY-MM-DD>-<device>.json`` (default ``benchmarks/results``
 table next to it (also printed). CUDA timings use :func:`triton.testing.do_bench`; CPU timings
 ``time.perf_counter`` (:mod:`benchmarks.harness`). On CPU ``--quick`` is forced (small sizes, no
 CUDA graphs) and the fused ops dispatch to the reference, so "fused" there measures the custom-op
-path only. ``--set KEY=JSON`` overrides one entry of :func:`benchmarks.harness.config`.
+path only. ``--set KEY=JSON`` overrides one entry of :func:`benchmarks.config.config`.
 """
 import sys
 

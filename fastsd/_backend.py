@@ -1,7 +1,7 @@
 """Which implementation a fused op runs. Every op family is one row of :data:`FAMILIES`: its Triton
 kernels module, its PyTorch reference module, whether :mod:`fastsd._native` implements it, and the
 functions the custom ops dispatch to, which every one of those modules defines with the same
-leading parameters (tests/test_backend.py checks the table against the modules' signatures).
+leading parameters (tests/kernels/test_backend.py checks the table against the modules' signatures).
 
 CPU tensors always run the reference. CUDA tensors run, by backend (``FASTSD_BACKEND`` at import,
 or :func:`use_backend`):

@@ -55,7 +55,7 @@ print("plans:", torch.ops.fastsd_native.plan_count() if _native.available() else
 libs = {l.split()[-1] for l in open("/proc/self/maps") if any(k in l for k in ("cufft", "nvJitLink", "nvrtc"))}
 print("\n".join(sorted(libs)))
 PY
-timeout "${1:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_native_mri.py tests/test_backend.py \
+timeout "${1:-240}" python3 -m pytest -q -p no:cacheprovider tests/kernels/test_native_mri.py tests/kernels/test_backend.py \
   2>&1 | tee "$OUT/native_tests.log" | tail -15
 timeout "${2:-300}" python3 -m benchmarks.run --only copy,native --budget-s "$(( ${2:-300} - 30 ))" --out "$OUT" 2>&1 \
   | tee "$OUT/native_bench.log" | tail -40

@@ -7,7 +7,7 @@
 #
 # deepinv needs a torchvision built for the installed torch, which the light CPU torch of .venv
 # does not have: .venv-deepinv holds a matching torch + torchvision pair from the package index,
-# the pinned deepinv release and this package, and runs tests/test_deepinv*.py (the second
+# the pinned deepinv release and this package, and runs tests/interop/ (test_deepinv_upstream.py
 # runs deepinv's own installed tests with fastsd's classes substituted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ if [ "${1:-}" = "--deepinv" ]; then
   # ptwt: deepinv's unfolded-algorithm tests need it
   FASTSD_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q -e ".[test]" "deepinv==${FASTSD_DEEPINV_VERSION:-0.5.0}" \
     "ptwt==1.0.1"
-  TESTS=(tests/test_deepinv*.py)
+  TESTS=(tests/interop)
 else
   bash scripts/setup.sh
   VENV=.venv

@@ -10,7 +10,7 @@ and the size, budget and device it ran at.
 * Natural images (scikit-image's astronaut, coffee, chelsea): inpainting, Gaussian deblurring and
   4x super-resolution, SDI vs DIP vs L1-wavelet and the pseudo-inverse.
 
-Sizes and budgets come from :func:`benchmarks.harness.config` (``paper_*``): the paper's on CUDA,
+Sizes and budgets come from :func:`benchmarks.config.config` (``paper_*``): the paper's on CUDA,
 scaled on CPU; every row states its own. Runs only when named in ``--only``.
 """
 from __future__ import annotations

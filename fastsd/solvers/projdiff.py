@@ -20,7 +20,7 @@ exact for operators with orthonormal rows such as masks and masked orthonormal F
 
 Spread: the samples are narrower than the posterior. Use their mean as the estimate, not their
 spread as its uncertainty: on the 16-dimensional Gaussian-prior problem of
-``tests/test_solvers_posterior.py`` (1000 steps, 256 samples) the trace of the sample covariance
+``tests/solvers/test_solvers_posterior.py`` (1000 steps, 256 samples) the trace of the sample covariance
 is about half the exact posterior's (0.66 vs 1.30 with noise 0.05, 0.64 vs 1.27 noise-free).
 """
 from __future__ import annotations

@@ -11,9 +11,8 @@ import math
 import pytest
 import torch
 
-from fastsd.ops.base import batch_dot
 from fastsd.ops.image import Blur, anisotropic_gaussian_kernel, motion_kernel
-from fastsd.testing import rel_err
+from fastsd.testing import assert_adjoint, assert_close
 
 KERNELS = {
     "random3x3": lambda: torch.rand(3, 3, generator=torch.Generator().manual_seed(7)),
@@ -54,19 +53,16 @@ def _rolled(x, k):
 def test_forward_is_circular_convolution(kname, size):
     k = _kernel(kname)
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    assert rel_err(Blur(k, size)(x), _rolled(x, k)) < 1e-12
+    assert_close("blur", Blur(k, size)(x), _rolled(x, k))
 
 
 @pytest.mark.parametrize("kname,size", CASES, ids=IDS)
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_adjoint_identity(kname, size, dtype, tol):
-    op = Blur(_kernel(kname, dtype), size)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adjoint_identity(kname, size, dtype):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 2, *size, generator=g, dtype=dtype)
     y = torch.randn(2, 2, *size, generator=g, dtype=dtype)
-    lhs, rhs = batch_dot(op(x), y).double(), batch_dot(x, op.adjoint(y)).double()
-    scale = (op(x).flatten(1).norm(dim=1) * y.flatten(1).norm(dim=1)).double()
-    assert float(((lhs - rhs).abs() / scale).max()) < tol
+    assert_adjoint(kname, Blur(_kernel(kname, dtype), size), x, y)
 
 
 @pytest.mark.parametrize("kname,size", CASES, ids=IDS)
@@ -75,16 +71,16 @@ def test_dense_matrix(kname, size):
     n = math.prod(size)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, *size)
     M = op(eye).reshape(n, n).T  # column j = A e_j
-    assert rel_err(op.adjoint(eye).reshape(n, n).T, M.T) < 1e-12  # adjoint = transpose
+    assert_close("adjoint = transpose", op.adjoint(eye).reshape(n, n).T, M.T)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, n, generator=g, dtype=torch.float64)
     y = torch.randn(1, n, generator=g, dtype=torch.float64)
     xi, yi = x.reshape(1, 1, *size), y.reshape(1, 1, *size)
-    assert rel_err(op(xi).reshape(1, n), x @ M.T) < 1e-12
-    assert rel_err(op.normal(xi).reshape(1, n), x @ (M.T @ M)) < 1e-12
+    assert_close("forward", op(xi).reshape(1, n), x @ M.T)
+    assert_close("normal", op.normal(xi).reshape(1, n), x @ (M.T @ M))
     gamma = 0.7
     prox = torch.linalg.solve(torch.eye(n, dtype=torch.float64) + gamma * M.T @ M, (x + gamma * y @ M).T).T
-    assert rel_err(op.prox_l2(xi, yi, gamma).reshape(1, n), prox) < 1e-10
+    assert_close("prox_l2", op.prox_l2(xi, yi, gamma).reshape(1, n), prox, factor=100)  # a solve
     P = torch.linalg.pinv(M, rtol=op.pinv_threshold)
-    assert rel_err(op.pinv(yi).reshape(1, n), y @ P.T) < 1e-9
-    assert rel_err(op.project(xi, yi).reshape(1, n), x - (x @ M.T - y) @ P.T) < 1e-9
+    assert_close("pinv", op.pinv(yi).reshape(1, n), y @ P.T, factor=1e3)  # ill-conditioned solves
+    assert_close("project", op.project(xi, yi).reshape(1, n), x - (x @ M.T - y) @ P.T, factor=1e3)

@@ -32,7 +32,7 @@ IMG = (3, 16, 16)  # image-operator size (C, H, W)
 
 @pytest.fixture(autouse=True, params=["fused"])
 def cpu_path(request, monkeypatch):
-    """On CPU tensors the classes take the direct path by default (tests/test_deepinv_direct.py);
+    """On CPU tensors the classes take the direct path by default (tests/interop/test_deepinv_direct.py);
     these tests check the fused path, which CUDA takes, unless a test asks for both."""
     monkeypatch.setattr(fi._Fused, "cpu_path", request.param)
     return request.param

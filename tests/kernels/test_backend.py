@@ -2,7 +2,7 @@
 it names (signatures only, so a renamed launcher or a wrong family key fails on CPU too), CPU
 tensors always run the reference, ``use_backend('reference')`` and ``FASTSD_BACKEND=reference``
 force it on CUDA, unknown names fail. The native backend's selection is tested in
-tests/test_native_mri.py."""
+tests/kernels/test_native_mri.py."""
 import ast
 import importlib
 import inspect

@@ -23,7 +23,7 @@ from fastsd.ops.image import (
     motion_kernel,
     random_pixel_mask,
 )
-from fastsd.testing import TOLERANCE, rel_err
+from fastsd.testing import TOLERANCE, assert_adjoint, assert_close
 
 # (name, builder(H, W, C) -> operator, image sizes); Downsample sizes are multiples of the factor
 KERNELS = {
@@ -79,10 +79,7 @@ def test_adjoint_fp32(name, build, size, device):
     op = _op(build, size, device=device)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 2, *size, generator=gen).to(device)
-    y = _measurement_like(op, x)
-    lhs, rhs = batch_dot(op(x), y), batch_dot(x, op.adjoint(y))
-    scale = op(x).flatten(1).norm(dim=1) * y.flatten(1).norm(dim=1)
-    assert float(((lhs - rhs).abs() / scale).max()) < 1e-5
+    assert_adjoint(name, op, x, _measurement_like(op, x))
 
 
 FIRST = {}
@@ -107,21 +104,20 @@ def test_dense_matrix(name, build, size):
     y_img = y.reshape(_measurement_like(op, torch.zeros(1, *shape, dtype=torch.float64)).shape)
     # adjoint = transpose
     At = op.adjoint(torch.eye(M.shape[0], dtype=torch.float64).reshape(-1, *y_img.shape[1:]))
-    assert rel_err(At.reshape(M.shape[0], n), M) < 1e-12
+    assert_close("adjoint", At.reshape(M.shape[0], n), M)
     # normal, prox, pinv, project, norm against dense linear algebra
     x = torch.randn(1, n, generator=gen, dtype=torch.float64)
     x_img = x.reshape(1, *shape)
-    assert rel_err(op.normal(x_img).reshape(1, n), x @ (M.T @ M)) < 1e-12
+    assert_close("normal", op.normal(x_img).reshape(1, n), x @ (M.T @ M))
     gamma = 0.8
     prox = torch.linalg.solve(torch.eye(n, dtype=torch.float64) + gamma * M.T @ M, (x + gamma * y @ M).T).T
-    assert rel_err(op.prox_l2(x_img, y_img, gamma).reshape(1, n), prox) < 1e-10
+    assert_close("prox_l2", op.prox_l2(x_img, y_img, gamma).reshape(1, n), prox, factor=100)  # a solve
     # Blur / Downsample truncate singular values below pinv_threshold * the largest, as rtol does
     P = torch.linalg.pinv(M, rtol=getattr(op, "pinv_threshold", None))
-    assert rel_err(op.pinv(y_img).reshape(1, n), y @ P.T) < 1e-9
-    assert rel_err(op.project(x_img, y_img).reshape(1, n), x - (x @ M.T - y) @ P.T) < 1e-9
+    assert_close("pinv", op.pinv(y_img).reshape(1, n), y @ P.T, factor=1e3)  # ill-conditioned solves
+    assert_close("project", op.project(x_img, y_img).reshape(1, n), x - (x @ M.T - y) @ P.T, factor=1e3)
     # power iteration (default 100 steps) against the largest singular value
-    ref = float(torch.linalg.matrix_norm(M, 2))
-    assert abs(float(op.norm(x_img)) - ref) < 1e-5 * ref
+    assert_close("norm", float(op.norm(x_img)), float(torch.linalg.matrix_norm(M, 2)), dtype=torch.float32)
 
 
 # -- forward against independent implementations ----------------------------------------------
@@ -134,13 +130,13 @@ def test_blur_matches_rolled_convolution(kname, size):
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     kh, kw = k.shape
     ref = sum(k[i, j] * torch.roll(x, (i - kh // 2, j - kw // 2), (-2, -1)) for i in range(kh) for j in range(kw))
-    assert rel_err(Blur(k, size)(x), ref) < 1e-12
+    assert_close("blur", Blur(k, size)(x), ref)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_downsample_avg_is_block_mean(factor):
     x = torch.randn(2, 3, 4 * factor, 2 * factor)
-    assert rel_err(Downsample(factor, "avg", x.shape[-2:])(x), F.avg_pool2d(x, factor)) < 1e-6
+    assert_close("downsample", Downsample(factor, "avg", x.shape[-2:])(x), F.avg_pool2d(x, factor))
 
 
 @pytest.mark.parametrize("factor", [2, 4])
@@ -150,12 +146,13 @@ def test_downsample_bicubic_matches_antialiased_resize(factor):
     x = torch.randn(1, 2, 16 * factor, 12 * factor, dtype=torch.float64)
     ref = F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)
     out = Downsample(factor, "bicubic", x.shape[-2:])(x)
-    assert rel_err(out[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2]) < 1e-6
+    assert_close("downsample", out[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2], factor=1e5)  # the taps are float32
 
 
 def test_bicubic_kernel_taps():
     w, d = bicubic_kernel(2)
-    assert len(w) == 8 and abs(float(w.sum()) - 1) < 1e-12
+    assert len(w) == 8
+    assert_close("sum of taps", float(w.sum()), 1.0)
     assert torch.allclose(w, w.flip(0))  # symmetric about the sample position 2i + 1/2
     assert d[0] == -3 and d[-1] == 4
 
@@ -173,18 +170,18 @@ def test_inpainting_and_denoise_forward():
 
 def test_norms():
     x = torch.zeros(1, 3, 8, 10, dtype=torch.float64)
-    assert abs(float(Inpainting(random_pixel_mask((8, 10), 0.3)).norm(x)) - 1) < 1e-6
-    assert abs(float(Denoise().norm(x)) - 1) < 1e-6
+    assert_close("inpainting norm", float(Inpainting(random_pixel_mask((8, 10), 0.3)).norm(x)), 1.0, dtype=torch.float32)
+    assert_close("denoise norm", float(Denoise().norm(x)), 1.0, dtype=torch.float32)
     # a kernel with negative taps, so max|H| is not simply the sum of the taps
     k = torch.tensor([[0.1, -0.5, 0.2], [0.3, 1.0, -0.4], [0.0, 0.2, 0.1]], dtype=torch.float64)
     pad = np.zeros((8, 10))
     pad[:3, :3] = k.numpy()
     hmax = np.abs(np.fft.fft2(pad)).max()
-    assert abs(float(Blur(k, (8, 10)).norm(x, iters=500)) - hmax) < 1e-4 * hmax  # power iteration
+    assert_close("blur norm", float(Blur(k, (8, 10)).norm(x, iters=500)), hmax, dtype=torch.float32, factor=10)  # power iteration
     for f in (2, 4):
         op = Downsample(f, "avg", (8 * f // 2, 4 * f)).double()
         xs = torch.zeros(1, 2, 8 * f // 2, 4 * f, dtype=torch.float64)
-        assert abs(float(op.norm(xs)) - 1 / f) < 1e-6
+        assert_close("downsample norm", float(op.norm(xs)), 1 / f, dtype=torch.float32)
 
 
 # -- closed forms against the generic solvers -------------------------------------------------
@@ -200,8 +197,7 @@ def test_prox_optimality(name, build, size):
     for gamma in (0.3, torch.tensor([0.1, 5.0], dtype=torch.float64)):
         p = op.prox_l2(z, y, gamma)
         g = gamma if isinstance(gamma, float) else gamma[:, None, None, None]
-        residual = (p - z) + g * op.adjoint(op(p) - y)
-        assert float(residual.norm()) < 1e-10 * float(z.norm() + (g * op.adjoint(y)).norm())
+        assert_close("optimality", p + g * op.adjoint(op(p)), z + g * op.adjoint(y), factor=100)
 
 
 @pytest.mark.parametrize("name,build,size", FIRST, ids=FIRST_IDS)
@@ -216,11 +212,11 @@ def test_project_is_consistent(name, build, size):
     x0 = torch.randn(2, 2, *size, generator=gen, dtype=torch.float64)
     y = op(x0)
     p = op.project(x, y)
-    assert rel_err(op(p), y) < 1e-8
-    assert rel_err(op.project(p, y), p) < 1e-8  # idempotent
+    assert_close("A project", op(p), y, factor=1e4)  # ill-conditioned solves
+    assert_close("idempotent", op.project(p, y), p, factor=1e4)
     # scaled by ‖x − x0‖, not ‖x0 − p‖, which is ~0 where A is invertible (Denoise, Blur)
     scale = (x - p).flatten(1).norm(dim=1) * (x - x0).flatten(1).norm(dim=1)
-    assert float((batch_dot(x - p, x0 - p) / scale).abs().max()) < 1e-8
+    assert float((batch_dot(x - p, x0 - p) / scale).abs().max()) <= 1e4 * TOLERANCE[torch.float64]
 
 
 SURJECTIVE = [c for c in FIRST if c[0].startswith(("down", "denoise", "blur-gaussian", "blur-aniso"))]
@@ -235,8 +231,8 @@ def test_surjective_pinv_and_project_hit_any_y(name, build, size):
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(2, 3, *size, generator=gen, dtype=torch.float64)
     y = torch.randn(_measurement_like(op, x).shape, generator=gen, dtype=torch.float64)
-    assert rel_err(op(op.pinv(y)), y) < 1e-9
-    assert rel_err(op(op.project(x, y)), y) < 1e-9
+    assert_close("A pinv", op(op.pinv(y)), y, factor=1e3)  # ill-conditioned solves
+    assert_close("A project", op(op.project(x, y)), y, factor=1e3)
 
 
 def test_inpainting_project_keeps_observed_pixels():
@@ -281,18 +277,20 @@ def test_fidelity_matches_autograd(name, build, size, device):
     ref_loss, ref_grad = _autograd_fidelity(copy.deepcopy(op), x, y)
     loss, grad = op.fidelity(x, y)
     assert loss.shape == (2,) and grad.shape == x.shape and grad.dtype == x.dtype
-    assert rel_err(loss, ref_loss) < 1e-5 and rel_err(grad, ref_grad) < 1e-5
+    assert_close("loss", loss, ref_loss, dtype=x.dtype)
+    assert_close("grad", grad, ref_grad)
     # fidelity_loss: differentiable, its backward is the fused gradient scaled per problem
     xl = x.clone().requires_grad_(True)
     w = torch.tensor([1.0, 2.0], device=device)
     out = op.fidelity_loss(xl, y)
-    assert rel_err(out.detach(), ref_loss) < 1e-5
+    assert_close("fidelity_loss", out.detach(), ref_loss)
     (out * w).sum().backward()
-    assert rel_err(xl.grad, ref_grad * w[:, None, None, None].double()) < 1e-5
+    assert_close("fidelity_loss grad", xl.grad, ref_grad * w[:, None, None, None].double())
     # float64 images (fp64 arithmetic and loss)
     loss64, grad64 = copy.deepcopy(op).double().fidelity(x.double(), y.double())
     assert loss64.dtype == grad64.dtype == torch.float64
-    assert rel_err(loss64, ref_loss) < 1e-12 and rel_err(grad64, ref_grad) < 1e-12
+    assert_close("loss64", loss64, ref_loss)
+    assert_close("grad64", grad64, ref_grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -305,7 +303,8 @@ def test_fidelity_half_precision(make, dtype, device):
     ref_loss, ref_grad = _autograd_fidelity(copy.deepcopy(op), x, y)
     loss, grad = op.fidelity(x, y)
     assert loss.dtype == torch.float32 and grad.dtype == dtype
-    assert rel_err(loss, ref_loss) < 1e-5 and rel_err(grad, ref_grad) < TOLERANCE[dtype]
+    assert_close("loss", loss, ref_loss)
+    assert_close("grad", grad, ref_grad)
 
 
 # -- dtype and device ---------------------------------------------------------------------------
@@ -333,132 +332,7 @@ def test_module_to_float64_keeps_transfer_complex():
     k = anisotropic_gaussian_kernel(1.5, 0.5, 20.0, size=6)  # even size: complex transfer
     x = torch.randn(1, 1, 9, 10, dtype=torch.float64)
     ref = Blur(k.double(), (9, 10))(x)
-    assert rel_err(Blur(k, (9, 10)).to(torch.float64)(x), ref) < 1e-6
-
-
-# -- bad inputs -------------------------------------------------------------------------------
-
-
-def test_bad_inputs():
-    op = Inpainting(random_pixel_mask((6, 8), 0.5))
-    x = torch.randn(1, 2, 6, 8)
-    with pytest.raises(ValueError, match="shape"):
-        op(torch.randn(1, 2, 6, 9))
-    with pytest.raises(ValueError, match="dimensions"):
-        op(torch.randn(2, 6, 8))
-    with pytest.raises(ValueError, match="dtype"):
-        op(torch.ones(1, 2, 6, 8, dtype=torch.int32))
-    with pytest.raises(ValueError, match="on meta"):
-        op(torch.empty(1, 2, 6, 8, device="meta"))
-    with pytest.raises(ValueError, match="mask of shape"):
-        Inpainting(random_pixel_mask((3, 6, 8), 0.5))(x)
-    with pytest.raises(ValueError, match="0 and 1"):
-        Inpainting(torch.full((6, 8), 0.5))
-    bad = x.clone()
-    bad[0, 0, 0, 0] = float("nan")
-    for fn in (lambda: op.fidelity(x, bad), lambda: op.prox_l2(x, bad, 1.0), lambda: op.project(x, bad),
-               lambda: op.pinv(bad)):
-        with pytest.raises(ValueError, match="non-finite"):
-            fn()
-    with pytest.raises(ValueError, match="dtype"):
-        op.project(x, x.double())
-    blur = Blur(gaussian_kernel(1.0), (6, 8))
-    with pytest.raises(ValueError, match="dtype"):
-        blur(x.half())
-    with pytest.raises(ValueError, match="non-finite"):
-        blur.prox_l2(x, bad, 0.1)
-    with pytest.raises(ValueError, match="non-finite"):
-        Blur(torch.full((3, 3), float("inf")), (6, 8))
-    with pytest.raises(ValueError, match="divisible"):
-        Downsample(4, "avg", (6, 8))
-    with pytest.raises(ValueError, match="factor"):
-        Downsample(3, "avg", (6, 9))
-    with pytest.raises(ValueError, match="filter"):
-        Downsample(2, "lanczos", (6, 8))
-    down = Downsample(2, "avg", (6, 8))
-    with pytest.raises(ValueError, match=r"expected \(B, C, 3, 4\)"):
-        down.adjoint(x)
-    with pytest.raises(ValueError, match="non-finite"):
-        down.pinv(torch.full((1, 2, 3, 4), float("inf")))
-    with pytest.raises(ValueError, match="gamma"):
-        blur.prox_l2(x, x, -1.0)
-
-
-BAD_OPS = {
-    "inpaint": lambda: Inpainting(random_pixel_mask((6, 8), 0.5)),
-    "denoise": Denoise,
-    "blur": lambda: Blur(motion_kernel(3, 30), (6, 8)),
-    "down": lambda: Downsample(2, "bicubic", (6, 8)),
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD_OPS))
-def test_bad_inputs_every_operator(kind):
-    """Each method rejects wrong shapes, dtypes, devices, mismatched pairs and non-finite y with a
-    ValueError that names the problem."""
-    op = BAD_OPS[kind]()
-    x = torch.randn(2, 3, 6, 8)
-    y = op(x)
-    pairs = [op.fidelity, lambda a, b: op.prox_l2(a, b, 0.5), op.project]
-    if kind != "denoise":  # Denoise accepts any shape
-        with pytest.raises(ValueError, match="shape"):
-            op(torch.randn(2, 3, 6, 7))
-        with pytest.raises(ValueError, match="shape"):
-            op.adjoint(torch.randn(2, 3, 5, 8))
-        with pytest.raises(ValueError, match="on meta"):
-            op(x.to("meta"))
-    with pytest.raises(ValueError, match="dtype"):
-        op(x.to(torch.int64))
-    with pytest.raises(ValueError, match="dtype"):
-        op.adjoint(y.to(torch.complex64))
-    with pytest.raises(ValueError, match="must be a torch.Tensor"):
-        op(x.numpy())
-    nan_y = y.clone()
-    nan_y.view(-1)[5] = float("nan")
-    inf_y = y.clone()
-    inf_y.view(-1)[-1] = float("-inf")
-    for fn in pairs:
-        for bad in (nan_y, inf_y):
-            with pytest.raises(ValueError, match="non-finite"):
-                fn(x, bad)
-        with pytest.raises(ValueError, match="dtype"):
-            fn(x, y.double())
-        with pytest.raises(ValueError, match="shape"):
-            fn(x[:1], y)  # batch mismatch
-        with pytest.raises(ValueError, match="on meta|is on"):
-            fn(x, y.to("meta"))
-    with pytest.raises(ValueError, match="non-finite"):
-        op.pinv(nan_y)
-    with pytest.raises(ValueError, match="gamma"):
-        op.prox_l2(x, y, -0.1)
-    with pytest.raises(ValueError, match="gamma"):
-        op.prox_l2(x, y, torch.ones(3))
-
-
-def test_inpainting_mask_mismatch():
-    x = torch.randn(2, 3, 6, 8)
-    with pytest.raises(ValueError, match=r"mask of shape \(2, 6, 8\)"):
-        Inpainting(torch.ones(2, 6, 8))(x)  # 2 channels vs 3
-    with pytest.raises(ValueError, match=r"mask of shape \(4, 3, 6, 8\)"):
-        Inpainting(torch.ones(4, 3, 6, 8)).fidelity(x, x)  # 4 problems vs 2
-    with pytest.raises(ValueError, match="mask of shape"):
-        Inpainting(torch.ones(2, 3, 6, 8)).project(x[:1], x[:1])
-    with pytest.raises(ValueError, match="mask must have"):
-        Inpainting(torch.ones(8))
-    with pytest.raises(ValueError, match="bool or floating"):
-        Inpainting(torch.ones(6, 8, dtype=torch.int64))
-    with pytest.raises(ValueError, match="non-finite"):
-        Inpainting(torch.full((6, 8), float("nan")))
-
-
-def test_finite_check_sees_in_place_changes():
-    op = Blur(gaussian_kernel(1.0), (6, 8))
-    x, y = torch.randn(1, 1, 6, 8), torch.randn(1, 1, 6, 8)
-    op.fidelity(x, y)
-    op.fidelity(x, y)  # validated once, reused
-    y[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="non-finite"):
-        op.fidelity(x, y)
+    assert_close("blur", Blur(k, (9, 10)).to(torch.float64)(x), ref, dtype=torch.float32)  # kernel rounded to fp32 first
 
 
 # -- generators ---------------------------------------------------------------------------------
@@ -484,18 +358,19 @@ def test_box_mask():
 
 def test_kernels():
     for k in (gaussian_kernel(1.5), anisotropic_gaussian_kernel(2, 1, 30), motion_kernel(7, 45)):
-        assert k.dtype == torch.float32 and abs(float(k.sum()) - 1) < 1e-6 and k.shape[0] % 2 == 1
+        assert k.dtype == torch.float32 and k.shape[0] % 2 == 1
+        assert_close("sum of taps", float(k.sum()), 1.0, dtype=torch.float32)
         assert (k >= 0).all()
     g = gaussian_kernel(1.5, size=7)
     r = torch.arange(7.0) - 3
     ref = torch.exp(-(r[:, None] ** 2 + r[None] ** 2) / (2 * 1.5**2))
-    assert rel_err(g, ref / ref.sum()) < 1e-6
-    assert rel_err(anisotropic_gaussian_kernel(1.5, 1.5, 40, size=7), g) < 1e-6
+    assert_close("gaussian", g, ref / ref.sum())
+    assert_close("isotropic", anisotropic_gaussian_kernel(1.5, 1.5, 40, size=7), g)
     a = anisotropic_gaussian_kernel(2.5, 0.8, 0, size=9)
-    assert rel_err(anisotropic_gaussian_kernel(2.5, 0.8, 90, size=9), a.T) < 1e-6
+    assert_close("rotated", anisotropic_gaussian_kernel(2.5, 0.8, 90, size=9), a.T)
     assert a[4].sum() > a[:, 4].sum()  # elongated along x
     h = motion_kernel(5, 0, size=7)
     assert torch.all(h[[0, 1, 2, 4, 5, 6]] == 0) and int((h[3] > 0).sum()) == 5
-    assert rel_err(motion_kernel(5, 90, size=7), h.T) < 1e-6
+    assert_close("rotated", motion_kernel(5, 90, size=7), h.T)
     d = motion_kernel(4, 45, size=7)
     assert float(d[2, 4]) > 0 and float(d[4, 4]) < float(d[2, 4])  # up-right diagonal
