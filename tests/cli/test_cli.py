@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fastsd.cli import main
+from fastsd.testing import assert_close
 
 FAST = ["--T", "2", "--K", "3", "--quiet", "--small"]
 
@@ -176,7 +177,7 @@ def test_train_denoiser_checkpoint_matches_library_training(tmp_path, capsys):
     fresh = TinyDenoiser(1, 8, 3)  # an untrained net differs: the comparison can fail
     with torch.no_grad():
         for sigma in (0.05, 1.0, torch.tensor([0.3, 7.0])):
-            torch.testing.assert_close(model(x, sigma), ref(x, sigma), rtol=1e-5, atol=1e-6)
+            assert_close(f"denoiser at sigma {sigma}", model(x, sigma), ref(x, sigma))
         assert not torch.allclose(fresh(x, 1.0), ref(x, 1.0), atol=1e-3)
 
 
@@ -190,7 +191,7 @@ def test_save_load_denoiser_round_trip_and_errors(tmp_path):
     assert back.channels == 3 and back.sigma_data == 0.3 and back.info == {"note": "x"}
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(back(x, 0.5), net(x, 0.5), rtol=0, atol=0)
+        assert torch.equal(back(x, 0.5), net(x, 0.5))
     with pytest.raises(ValueError, match="no such file"):
         load_denoiser(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -228,7 +229,7 @@ def test_reconstruct_dip_inpainting_png_matches_library(tmp_path, capsys):
     x = load_image(tmp_path / "img.png", gray=True)
     op = Inpainting(random_pixel_mask((16, 16), 0.6, seed=3))
     ref = fastsd.solve(op(x), op, "dip", iterations=3, lr=0.02, seed=3, device="cpu")
-    np.testing.assert_allclose(np.load(out / "reconstruction.npy"), ref.x[0, 0].numpy(), rtol=1e-5, atol=1e-6)
+    assert_close("reconstruction", torch.from_numpy(np.load(out / "reconstruction.npy")), ref.x[0, 0])
 
 
 def test_reconstruct_dps_with_trained_denoiser_matches_library(tmp_path, denoiser_ckpt):
@@ -248,8 +249,7 @@ def test_reconstruct_dps_with_trained_denoiser_matches_library(tmp_path, denoise
     op = Inpainting(random_pixel_mask((16, 16), 0.5, seed=0))
     y_signed = 2 * op(x) - op(torch.ones_like(x))
     ref = fastsd.solve(y_signed, op, "dps", denoiser=load_denoiser(denoiser_ckpt), steps=4, seed=0, device="cpu")
-    np.testing.assert_allclose(np.load(out / "reconstruction.npy"), ((ref.x + 1) / 2)[0, 0].numpy(),
-                               rtol=1e-5, atol=1e-6)
+    assert_close("reconstruction", torch.from_numpy(np.load(out / "reconstruction.npy")), ((ref.x + 1) / 2)[0, 0])
 
 
 def test_reconstruct_projdiff_denoise_gets_noise_level_and_dir_summary(tmp_path, denoiser_ckpt):

@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from fastsd.cli import main, recon2d, solving
+from fastsd.testing import assert_close
 
 FAST = ["--T", "2", "--K", "2", "--quiet", "--small", "--device", "cpu"]
 INPAINT = ["--task", "inpaint"] + FAST
@@ -161,13 +163,15 @@ def test_integer_and_out_of_range_float_images_match_the_uint8_image(tmp_path):
 
     u8 = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
     ref = load_image(_save(tmp_path / "u8.npy", u8))
-    assert float(ref.max()) <= 1 and np.allclose(ref[0, 0].numpy(), u8 / 255.0)
-    np.testing.assert_allclose(load_image(_save(tmp_path / "u16.npy", u8.astype(np.uint16) * 257))[0, 0],
-                               ref[0, 0], atol=1e-6)  # by the dtype's range: 257 * v / 65535 = v / 255
+    assert float(ref.max()) <= 1
+    assert_close("uint8", ref[0, 0], torch.from_numpy(u8 / 255.0))
+    # by the dtype's range: 257 * v / 65535 = v / 255
+    u16 = load_image(_save(tmp_path / "u16.npy", u8.astype(np.uint16) * 257))
+    assert_close("uint16", u16[0, 0], ref[0, 0], factor=0.1)
     for name, arr in (("i64.npy", u8.astype(np.int64)), ("f255.npy", u8.astype(np.float32))):
         with pytest.warns(ImageRangeWarning, match="8-bit"):
             got = load_image(_save(tmp_path / name, arr))
-        np.testing.assert_allclose(got, ref, atol=1e-6)
+        assert_close(name, got, ref, factor=0.1)
     with pytest.warns(ImageRangeWarning, match=r"rescaled to \[0, 1\]"):
         neg = load_image(_save(tmp_path / "neg.npy", -u8.astype(np.float32) / 255))
     assert float(neg.min()) == 0 and float(neg.max()) == 1

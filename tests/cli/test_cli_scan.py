@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastsd.cli import main
+from fastsd.testing import assert_close
 
 h5py = pytest.importorskip("h5py")
 from scanfiles import line_mask, scan_kspace, write_fastmri, write_mrd  # noqa: E402
@@ -43,7 +44,7 @@ def test_every_slice_of_a_fastmri_file_is_one_scan(tmp_path):
     vol = nib.load(str(out / "reconstruction.nii.gz"))
     assert vol.shape == (32, 48, 3)
     rec1 = np.load(out / "slice_001" / "reconstruction.npy")
-    assert np.allclose(np.asarray(vol.dataobj)[:, :, 1], np.abs(rec1), atol=1e-5)
+    assert_close("NIfTI slice 1", torch.from_numpy(np.asarray(vol.dataobj)[:, :, 1]), torch.from_numpy(np.abs(rec1)))
     assert (out / "montage.png").is_file() and (out / "reconstruction.cfl").is_file()
 
 

@@ -7,6 +7,7 @@ import torch
 from fastsd.data3d import calibration_maps, default_calib, fit_volume, load_kspace3d, simulate_acquisition
 from fastsd.ops import MRI3D, acceleration_of, birdcage_maps
 from fastsd.reference.mri import fftnc
+from fastsd.testing import assert_close
 
 
 def _ellipsoid(shape=(30, 40, 20), radii=(10, 8, 6), centre=(12, 22, 9)):
@@ -37,7 +38,7 @@ def test_simulated_acquisition():
     c = default_calib(20, 16)
     y0, x0 = (20 - c + 1) // 2, (16 - c + 1) // 2
     assert c == 3 and op.mask[0, y0:y0 + c, x0:x0 + c].all()
-    assert torch.allclose(op.smaps.abs().square().sum(0), torch.ones(6, 20, 16), atol=1e-5)
+    assert_close("sum of |S|^2", op.smaps.abs().square().sum(0), torch.ones(6, 20, 16))
     assert torch.equal(y, op(x)) and default_calib(160, 128) == 24
     _, single = simulate_acquisition(x, coils=1, acceleration=3, calib=4, mask="gaussian")
     assert single.single_coil and abs(acceleration_of(single.mask) / 3 - 1) < 0.05
@@ -56,7 +57,7 @@ def test_kspace_reader_and_calibration_maps(tmp_path):
     got = load_kspace3d(tmp_path / "k.npy")
     assert got.shape == (4, D, H, W) and torch.equal(got, k)
     est = calibration_maps(got, torch.ones(H, W), 12)
-    assert torch.allclose(est.abs().square().sum(0), torch.ones(D, H, W), atol=1e-4)
+    assert_close("sum of |S|^2", est.abs().square().sum(0), torch.ones(D, H, W))
     # the estimate matches the true maps up to one common phase per voxel where the object is
     inner = img.real > 1
     ratio = (est.conj() * maps).sum(0)

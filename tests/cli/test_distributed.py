@@ -14,6 +14,7 @@ import torch
 
 from fastsd import distributed as fdist
 from fastsd.cli import main
+from fastsd.testing import assert_close
 
 FAST = ["--T", "1", "--K", "1", "--acs", "4", "--quiet", "--device", "cpu"]
 
@@ -146,8 +147,8 @@ def _check_sharded_run(tmp_path, names, out, r, world, device):
     single = tmp_path / "single"
     assert main(["reconstruct", str(tmp_path / "in" / names[1]), "--task", "mri", "--out", str(single)]
                 + FAST[:-2] + ["--device", device, "--small"]) == 0
-    np.testing.assert_allclose(np.load(out / "scan1" / "reconstruction.npy"), np.load(single / "reconstruction.npy"),
-                               rtol=0, atol=1e-5)
+    assert_close("scan1 reconstruction", torch.from_numpy(np.load(out / "scan1" / "reconstruction.npy")),
+                 torch.from_numpy(np.load(single / "reconstruction.npy")))
 
 
 def test_torchrun_two_ranks_gloo(tmp_path):

@@ -13,7 +13,7 @@ from fastsd.kernels import batchnorm as K
 from fastsd.nets.fused import BatchNormReLU, fuse_bn_relu
 from fastsd.nets.unet import UNet
 from fastsd.reference import batchnorm as R
-from fastsd.testing import assert_close, assert_same_network, rel_err
+from fastsd.testing import assert_close, assert_same_network
 
 SHAPES = [(1, 5, 7, 9), (2, 3, 13, 11), (1, 70, 6, 5), (3, 4, 1, 1), (4, 6)]
 
@@ -72,7 +72,7 @@ def test_large_mean_keeps_the_variance(kernel_device):
     x, w, b, dy = _problem((1, 8, 33, 31), torch.float32, kernel_device, channels_last=True, offset=3000.0)
     y_ref = _autograd(x, w, b, dy, 1e-5)[0]
     y, _, _ = K.bn_relu_forward(x, w, b, 1e-5)
-    assert rel_err(y, y_ref) < 1e-3
+    assert_close("y", y, y_ref, factor=100)  # float32 with a channel mean 1e3 times its spread
 
 
 def test_output_and_gradient_overwrite_poison(kernel_device):
@@ -92,7 +92,10 @@ def test_strided_dy_and_non_mergeable_input(kernel_device):
     y_ref, dx_ref, dw_ref, _ = _autograd(xt, w, b, dyt, 1e-5)
     y, mean, rstd = K.bn_relu_forward(xt, w, b, 1e-5)
     dx, dw, _ = K.bn_relu_backward(dyt, xt, w, b, mean, rstd)
-    assert rel_err(y, y_ref) < 1e-4 and rel_err(dx, dx_ref) < 5e-4 and rel_err(dw, dw_ref) < 5e-4
+    f = _factor(torch.float32)
+    assert_close("y", y, y_ref, factor=f)
+    assert_close("dx", dx, dx_ref, factor=5 * f)
+    assert_close("dweight", dw, dw_ref, factor=5 * f)
 
 
 def test_op_gradcheck_and_opcheck(device):
@@ -141,4 +144,4 @@ def test_running_statistics_follow_batchnorm():
     assert_close("running_var", fused.running_var, bn.running_var)
     bn.eval(), fused.eval()
     x = torch.randn(2, 3, 5, 6)
-    assert rel_err(fused(x), F.relu(bn(x))) < 1e-6
+    assert_close("y (eval)", fused(x), F.relu(bn(x)), factor=0.1)

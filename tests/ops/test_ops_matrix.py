@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastsd.ops.base import batch_dot
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix, radar_steering_matrix
-from fastsd.testing import rel_err
+from fastsd.testing import assert_adjoint, assert_close
 
 ANGLES = torch.linspace(-60, 60, 61)
 
@@ -91,9 +90,9 @@ def test_radar_steering_matrix_is_complex():
     assert A.dtype == torch.complex64 and A.shape == (6, 5) and A.is_complex()
     k = np.arange(6)[:, None]
     ref = np.exp(-2j * np.pi * 0.5 * k * np.sin(np.deg2rad(angles))[None, :])
-    assert rel_err(A, torch.from_numpy(ref)) < 1e-6
-    assert torch.allclose(A.abs(), torch.ones(6, 5))
-    assert torch.allclose(A[:, 2], torch.ones(6, dtype=torch.complex64))  # broadside: in phase
+    assert_close("steering", A, torch.from_numpy(ref), factor=0.1)
+    assert_close("|steering|", A.abs(), torch.ones(6, 5))
+    assert_close("broadside", A[:, 2], torch.ones(6, dtype=torch.complex64))  # in phase
     assert A.imag.abs().max() > 0.5
     assert torch.equal(radar_steering_matrix(6, torch.tensor(angles)), A)
     with pytest.raises(ValueError, match="n_antennas"):
@@ -116,9 +115,7 @@ def test_adjoint_fp32(name, device):
     x, y = x.to(device), y.to(device)
     Ax, Ahy = op(x), op.adjoint(y)
     assert Ax.dtype == _y_dtype(op) and Ahy.dtype == _x_dtype(op)
-    lhs, rhs = batch_dot(Ax, y), batch_dot(x, Ahy)
-    scale = Ax.flatten(1).norm(dim=1) * y.flatten(1).norm(dim=1)
-    assert float(((lhs - rhs).abs() / scale).max()) < 1e-5
+    assert_adjoint(name, op, x, y)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -127,23 +124,24 @@ def test_dense_matrix_and_norm(name):
     M = _dense(op)
     A = op.matrix.to(torch.complex128 if op.matrix.is_complex() else torch.float64)
     ref = torch.cat([A.real, A.imag]) if op.real_input and A.is_complex() else A
-    assert rel_err(M, ref) < 1e-12  # forward is the stored matrix
+    assert_close("dense forward", M, ref)  # the stored matrix
     # the adjoint is the conjugate transpose: row k of adjoint(I) is column k of Aᴴ, i.e. conj(M[k])
     E = torch.eye(op.shape[0], dtype=_y_dtype(op, torch.float64))
     At = op.adjoint(E)
     if op.real_input and E.is_complex():  # real unknown: Re(Aᴴ e_k) = Re A[k], Re(Aᴴ i e_k) = Im A[k]
         At = torch.cat([At, op.adjoint(1j * E)])
-    assert rel_err(At, M.conj()) < 1e-12
+    assert_close("dense adjoint", At, M.conj())
     # normal against the dense Gram matrix
     x, _ = _data(op, real=torch.float64)
-    assert rel_err(op.normal(x), x @ (M.mH @ M).T) < 1e-12
+    assert_close("normal", op.normal(x), x @ (M.mH @ M).T)
     # power iteration against the largest singular value
     sigma = float(torch.linalg.matrix_norm(M, ord=2))
     x_like = torch.zeros(1, op.shape[1], dtype=_x_dtype(op, torch.float64))
-    assert abs(float(op.norm(x_like, iters=300)) - sigma) < 1e-5 * sigma
+    assert_close("norm", float(op.norm(x_like, iters=300)), sigma, factor=1e5)  # power iteration converges linearly
     x32 = torch.zeros(2, op.shape[1], dtype=_x_dtype(op))
     est = op.norm(x32, iters=300)
-    assert est.shape == (2,) and float((est - sigma).abs().max()) < 1e-4 * sigma
+    assert est.shape == (2,)
+    assert_close("norm fp32", est, torch.full((2,), sigma), dtype=torch.float32)
 
 
 # -- fidelity -----------------------------------------------------------------------------------
@@ -159,16 +157,18 @@ def test_fidelity_matches_autograd(name, device):
     loss, grad = op.fidelity(x, y)
     assert loss.shape == (3,) and not loss.is_complex()
     assert grad.shape == x.shape and grad.dtype == x.dtype
-    assert rel_err(loss, ref.detach()) < 1e-5 and rel_err(grad, xr.grad) < 1e-5
+    assert_close("loss", loss, ref.detach())
+    assert_close("grad", grad, xr.grad)
     xl = x.clone().requires_grad_(True)
     w = torch.tensor([1.0, 2.0, 0.5], device=device)
     out = op.fidelity_loss(xl, y)
-    assert rel_err(out.detach(), ref.detach()) < 1e-5
+    assert_close("fidelity_loss", out.detach(), ref.detach())
     (out * w).sum().backward()
-    assert rel_err(xl.grad, xr.grad * w[:, None].double()) < 1e-5
+    assert_close("fidelity_loss grad", xl.grad, xr.grad * w[:, None].double())
     # float64 data
     loss64, grad64 = op.fidelity(x.to(xr.dtype), y.to(_y_dtype(op, torch.float64)))
-    assert rel_err(loss64, ref.detach()) < 1e-12 and rel_err(grad64, xr.grad) < 1e-12
+    assert_close("loss fp64", loss64, ref.detach())
+    assert_close("grad fp64", grad64, xr.grad)
 
 
 # -- prox, pinv, project ------------------------------------------------------------------------
@@ -180,13 +180,12 @@ def test_prox_optimality(name, real):
     """p = prox_l2(z, y, γ) solves (p − z) + γ Aᴴ(A p − y) = 0, for float and per-problem γ."""
     op = VARIANTS[name]()
     z, y = _data(op, real=real, seed=3)
-    tol = 1e-10 if real == torch.float64 else 1e-5
     for gamma in (0.7, 3.0, torch.tensor([0.1, 1.0, 10.0])):
         p = op.prox_l2(z, y, gamma)
         assert p.dtype == z.dtype and p.shape == z.shape
         g = gamma if isinstance(gamma, float) else gamma[:, None].to(real)
-        res = (p - z) + g * op.adjoint(op(p) - y)
-        assert float(res.norm()) < tol * float(z.norm() + (g * op.adjoint(y)).norm())
+        # (I + γ AᴴA) p = z + γ Aᴴy
+        assert_close("prox_l2 optimality", p + g * op.adjoint(op(p)), z + g * op.adjoint(y))
     assert torch.equal(op.prox_l2(z, y, 0.0), z)
 
 
@@ -197,8 +196,8 @@ def test_prox_cache_follows_matrix_changes():
     with torch.no_grad():
         op.matrix.mul_(2.0)
     p2 = op.prox_l2(z, y, 0.5)
-    res = (p2 - z) + 0.5 * op.adjoint(op(p2) - y)
-    assert float(res.norm()) < 1e-10 * float(z.norm()) and not torch.allclose(p1, p2)
+    assert_close("prox_l2 optimality", p2 + 0.5 * op.adjoint(op(p2)), z + 0.5 * op.adjoint(y))
+    assert not torch.allclose(p1, p2)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -207,10 +206,11 @@ def test_pinv_and_project_match_numpy(name):
     op = VARIANTS[name]()
     x, y = _data(op, real=torch.float64, seed=5)
     P = torch.from_numpy(np.linalg.pinv(_dense(op).numpy()))
-    assert rel_err(op.pinv(y), _stack(op, y) @ P.T) < 1e-9
+    # numpy's SVD-based pinv and the op's solve round differently: conditioning of A
+    assert_close("pinv", op.pinv(y), _stack(op, y) @ P.T, factor=10)
     ref = x - (_stack(op, op(x)) - _stack(op, y)) @ P.T
-    assert rel_err(op.project(x, y), ref) < 1e-9
-    assert rel_err(op.A_dagger(y), op.pinv(y)) < 1e-15
+    assert_close("project", op.project(x, y), ref, factor=10)
+    assert torch.equal(op.A_dagger(y), op.pinv(y))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -222,20 +222,21 @@ def test_project_is_consistent(name):
     x0, _ = _data(op, real=torch.float64, seed=7)
     y = op(x0)
     p = op.project(x, y)
-    assert rel_err(op(p), y) < 1e-9
-    assert rel_err(op.project(p, y), p) < 1e-9
-    scale = (x - p).norm(dim=1) * (x - x0).norm(dim=1)
-    assert float((batch_dot(x - p, x0 - p) / scale).abs().max()) < 1e-9
+    assert_close("A project", op(p), y, factor=10)  # conditioning of A
+    assert_close("project twice", op.project(p, y), p, factor=10)
+    # x − p ⟂ p − x0: Pythagoras
+    assert_close("orthogonality", (x - p).norm(dim=1) ** 2 + (p - x0).norm(dim=1) ** 2, (x - x0).norm(dim=1) ** 2,
+                 factor=10)
 
 
 @pytest.mark.parametrize("name", ["cs", "radar"])
 def test_surjective_pinv_and_project_hit_any_y(name):
     op = VARIANTS[name]()
     x, y = _data(op, real=torch.float64, seed=8)
-    assert rel_err(op(op.pinv(y)), y) < 1e-9
-    assert rel_err(op(op.project(x, y)), y) < 1e-9
+    assert_close("A pinv", op(op.pinv(y)), y, factor=10)  # conditioning of A
+    assert_close("A project", op(op.project(x, y)), y, factor=10)
     x32, y32 = _data(op, seed=8)
-    assert rel_err(op(op.project(x32, y32)), y32) < 1e-4  # fp32: cond(A) ~ a few units
+    assert_close("A project fp32", op(op.project(x32, y32)), y32, factor=10)  # fp32: cond(A) ~ a few units
 
 
 # -- dtypes and devices -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from fastsd.ops.mri import MRI
 from fastsd.solvers.schedules import sdi_sigmas
 from fastsd.solvers.sdi import PLATEAU_CHECKS, SelfDiffusion, total_variation
 from fastsd.solvers.volume import warm_order, warm_steps
-from fastsd.testing import rel_err
+from fastsd.testing import assert_close
 
 NET = dict(small=True, width=4, depth=2)
 
@@ -77,7 +77,7 @@ def test_shared_volume_equals_hand_written_loop():
     got = SelfDiffusion("mri", T=T, K=K, lr=lr, volume="shared", seed=5, **NET).solve(y, op).x
     nets, x0, scale = _hand_start([5, 6], y, op, shared=True)
     want = _hand_levels(nets, x0, y, op, [5, 6], list(range(T)), K, lr, scale) / scale.reshape(-1, 1, 1, 1)
-    assert rel_err(got, want) < 1e-4
+    assert_close("x", got, want, factor=10)  # fp32 Adam steps amplify rounding
 
 
 def test_warm_volume_equals_hand_written_loop():
@@ -90,12 +90,12 @@ def test_warm_volume_equals_hand_written_loop():
     assert res.info["slice_steps"] == T * K + 2 * 1 * K
     nets, x0, scale = _hand_start([seed + 1], y[1:2], op, shared=False)
     centre = _hand_levels(nets, x0, y[1:2], op, [seed + 1], list(range(T)), K, lr, scale)
-    assert rel_err(res.x[1:2], centre / scale) < 1e-4
+    assert_close("centre slice", res.x[1:2], centre / scale, factor=10)  # fp32 Adam steps amplify rounding
     for s in (0, 2):
         copy = init_weights(UNet(2, 2, width=4, depth=2)).train()
         copy.load_state_dict(nets[0].state_dict())
         want = _hand_levels([copy], centre, y[s:s + 1], op, [seed + s], [T - 1], K, lr, scale) / scale
-        assert rel_err(res.x[s:s + 1], want) < 1e-4
+        assert_close(f"slice {s}", res.x[s:s + 1], want, factor=10)
 
 
 def test_warm_callback_counts_steps_over_groups():
@@ -115,7 +115,7 @@ def test_one_slice_shared_equals_independent():
     kw = dict(preset="mri", T=2, K=3, seed=1, **NET)
     a = SelfDiffusion(**kw).solve(y, op).x
     b = SelfDiffusion(volume="shared", **kw).solve(y, op).x
-    assert rel_err(b, a) < 1e-5
+    assert_close("x", b, a)
 
 
 def test_shared_volume_normalises_each_slice_over_itself():
@@ -126,7 +126,7 @@ def test_shared_volume_normalises_each_slice_over_itself():
     z2 = z.clone()
     z2[1] = 5 * z2[1] + 3
     with torch.no_grad():
-        assert torch.allclose(run.net(z)[0], run.net(z2)[0], atol=1e-6)
+        assert_close("slice 0 output", run.net(z)[0], run.net(z2)[0])
     assert not any(type(m) is nn.BatchNorm2d for m in run.net.template.modules())
 
 
@@ -178,7 +178,8 @@ def test_gather_copies_problems_of_trained_networks():
         assert torch.equal(v[0], a.params[k][2]) and torch.equal(v[1], a.params[k][0]) and v.is_leaf
         assert v.data_ptr() != a.params[k].data_ptr()
     z = torch.randn(2, 2, 8, 8)
-    assert rel_err(g(z), torch.stack([a(torch.stack([z[1]] * 3))[0], a(torch.stack([z[0]] * 3))[2]])[[1, 0]]) < 1e-6
+    assert_close("output", g(z), torch.stack([a(torch.stack([z[1]] * 3))[0], a(torch.stack([z[0]] * 3))[2]])[[1, 0]],
+                 factor=0.1)
 
 
 # -- the plateau rule -----------------------------------------------------------------------------
@@ -219,10 +220,11 @@ def test_sample_norm_is_batch_norm_at_batch_one(H, W):
     c = UNet(2, 2, width=4, depth=2, seed=1, norm="sample")
     c.load_state_dict(a.state_dict(), strict=False)
     x = torch.randn(1, 2, H, W)
-    assert rel_err(b(x), a(x)) < 1e-5 and rel_err(c(x), a(x)) < 1e-5
+    assert_close("per_sample_norm", b(x), a(x))
+    assert_close("norm='sample'", c(x), a(x))
     assert any(isinstance(m, SampleNorm) for m in b.modules())
     x2 = torch.randn(3, 2, H, W)
-    assert rel_err(b(x2)[1:2], a.eval().train()(x2[1:2])) < 1e-5
+    assert_close("batch of 3", b(x2)[1:2], a.eval().train()(x2[1:2]))
 
 
 def test_norm_none_and_unknown():

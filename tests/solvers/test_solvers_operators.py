@@ -17,6 +17,7 @@ from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix
 from fastsd.ops.mri import MRI
 from fastsd.priors import GaussianPriorDenoiser
 from fastsd.solvers.layout import to_net
+from fastsd.testing import assert_close
 
 S = 16  # image side
 
@@ -86,7 +87,7 @@ def _same(a, b, device, method, other=None):
     elif method in ("dip", "aseqdip") and other is not None:
         assert (a - b).norm() < 0.4 * (a - other).norm()  # measured on an H100: up to 0.2
     else:
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert_close(f"{method} rerun", a, b, factor=10)  # iterations amplify reordered CUDA sums
 
 
 @pytest.mark.parametrize("method,opts,stochastic", SOLVERS, ids=[s[0] for s in SOLVERS])

@@ -8,7 +8,7 @@ from fastsd.functional.noise import noisy_input
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.nets import UNet
 from fastsd.solvers.sdi import SelfDiffusion
-from fastsd.testing import MaskOp
+from fastsd.testing import MaskOp, assert_close
 
 
 def _problem(B=2, C=2, H=16, W=16, seed=0):
@@ -25,7 +25,7 @@ def test_batched_net_equals_separate_networks(vectorize):
     out = BatchedNet(nets, vectorize=vectorize)(x)
     out.sum().backward()  # gradients flow to the stacked leaves
     for b, net in enumerate(nets):
-        torch.testing.assert_close(out[b : b + 1], net(x[b : b + 1]), rtol=1e-5, atol=1e-6)
+        assert_close(f"output of network {b}", out[b : b + 1], net(x[b : b + 1]))
     with pytest.raises(ValueError, match="holds 3 networks"):
         BatchedNet(nets)(x[:2])
     with pytest.raises(ValueError, match="same architecture"):
@@ -43,7 +43,7 @@ def test_channels_last_layout_keeps_the_arithmetic():
         out = net(x)
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
         outs.append(out)
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-12)
+    assert_close("output", outs[1], outs[0])
     conv = [k for k, v in nhwc.params.items() if v.dim() == 5]
     assert conv
     for k in conv:
@@ -51,7 +51,7 @@ def test_channels_last_layout_keeps_the_arithmetic():
         assert w[1].is_contiguous(memory_format=torch.channels_last)
         assert w.shape[-1] == 1 or not w[1].is_contiguous()  # 1x1 kernels are both
         assert g.stride() == w.stride()
-        torch.testing.assert_close(g, nchw.params[k].grad, rtol=1e-10, atol=1e-12)
+        assert_close(f"grad of {k}", g, nchw.params[k].grad)
     assert all(v[0].is_contiguous() for v in nchw.params.values())
     # vmap's batched convolution backward gets channels-last weight gradients wrong: never combined
     assert all(v.is_contiguous() for v in BatchedNet(nets, vectorize=True, channels_last=True).params.values())
@@ -86,9 +86,9 @@ def test_eager_step_equals_hand_written_step(resample):
         ref_opt.step()
         losses.append(loss.item())
     for name, p in ref.named_parameters():
-        torch.testing.assert_close(bnet.params[name][0], p, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(step.out, out.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(step.history[:, 0], torch.tensor(losses), rtol=1e-5, atol=0)
+        assert_close(name, bnet.params[name][0], p)
+    assert_close("output", step.out, out.detach())
+    assert_close("loss history", step.history[:, 0], torch.tensor(losses))
     assert int(step.step) == (3 if resample else 0)
     assert int(step.counter) == 3
 
@@ -144,10 +144,9 @@ def test_graph_path_equals_eager_path_on_gpu(resample, monkeypatch):
     again = SelfDiffusion(use_graph=False, **kw).solve(y, op)
     graphed = SelfDiffusion(use_graph=True, **kw).solve(y, op)
     assert graphed.info["cuda_graph"] and not eager.info["cuda_graph"]
-    torch.testing.assert_close(again.x, eager.x, rtol=0, atol=0)  # the premise: eager is deterministic
-    torch.testing.assert_close(graphed.x, eager.x, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.tensor(graphed.history["loss"]), torch.tensor(eager.history["loss"]),
-                               rtol=1e-5, atol=0)
+    assert torch.equal(again.x, eager.x)  # the premise: eager is deterministic
+    assert_close("x", graphed.x, eager.x)
+    assert_close("loss history", torch.tensor(graphed.history["loss"]), torch.tensor(eager.history["loss"]))
 
 
 @pytest.mark.gpu
