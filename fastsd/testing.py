@@ -6,7 +6,7 @@ import torch
 
 from fastsd.ops.base import LinearOperator, batch_dot
 
-__all__ = ["TOLERANCE", "rel_err", "assert_close", "assert_adjoint", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
+__all__ = ["TOLERANCE", "rel_err", "assert_close", "assert_adjoint", "assert_graphed_as_eager", "poisoned_like", "complex_randn", "centred_dft", "assert_same_network", "MaskOp"]
 
 # Relative-error tolerance per input dtype for kernel-vs-reference comparisons.
 TOLERANCE = {
@@ -63,6 +63,19 @@ def assert_adjoint(name: str, op, x: torch.Tensor, y: torch.Tensor, *, factor: f
     err = float(((lhs - rhs).abs() / scale).max())
     limit = factor * TOLERANCE[x.dtype]
     assert err <= limit, f"{name}: adjoint mismatch {err:.3g} > {limit:.3g} (<A x, y> vs <x, A^H y>, per problem)"
+
+
+def assert_graphed_as_eager(solver_cls, y: torch.Tensor, op, **kw) -> None:
+    """A CUDA-graphed solve (``solver_cls(use_graph=True, **kw)``) returns the eager loop's result and
+    loss history; two eager solves agreeing bit for bit is checked first, as the premise (``kw``
+    should give a network whose CUDA kernels are deterministic)."""
+    eager = solver_cls(use_graph=False, **kw).solve(y, op)
+    again = solver_cls(use_graph=False, **kw).solve(y, op)
+    graphed = solver_cls(use_graph=True, **kw).solve(y, op)
+    assert graphed.info["cuda_graph"] and not eager.info["cuda_graph"]
+    assert torch.equal(again.x, eager.x), "the premise: the eager loop is deterministic"
+    assert_close("x", graphed.x, eager.x)
+    assert_close("loss history", torch.tensor(graphed.history["loss"]), torch.tensor(eager.history["loss"]))
 
 
 def _tensor(t):

@@ -10,7 +10,7 @@ from fastsd.ops.image import Denoise, Inpainting, random_pixel_mask
 from fastsd.ops.matrix import MatrixOp, compressed_sensing_matrix
 from fastsd.solvers.dip import DIP, ASeqDIP
 from fastsd.solvers.early_stopping import ESWMV
-from fastsd.testing import assert_close
+from fastsd.testing import assert_close, assert_graphed_as_eager
 
 NET = dict(width=8, depth=2, skip_channels=2)
 
@@ -207,13 +207,7 @@ def test_cuda_graph_matches_eager(cls, monkeypatch):
     kw = dict(iterations=12, seed=0, device="cuda", net=net)
     if cls is DIP:
         kw.update(input_channels=4, reg_noise_std=0.05)
-    eager = cls(use_graph=False, **kw).solve(y, op)
-    again = cls(use_graph=False, **kw).solve(y, op)
-    graphed = cls(use_graph=True, **kw).solve(y, op)
-    assert graphed.info["cuda_graph"] and not eager.info["cuda_graph"]
-    assert torch.equal(again.x, eager.x)  # the premise: eager is deterministic
-    assert_close("x", graphed.x, eager.x)
-    assert_close("loss history", torch.tensor(graphed.history["loss"]), torch.tensor(eager.history["loss"]))
+    assert_graphed_as_eager(cls, y, op, **kw)
 
 
 # -- what the early-stopped and noisy-input runs return ------------------------------------------

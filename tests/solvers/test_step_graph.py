@@ -8,7 +8,7 @@ from fastsd.functional.noise import noisy_input
 from fastsd.graphs.step_graph import BatchedNet, SDIStep, StepGraph
 from fastsd.nets import UNet
 from fastsd.solvers.sdi import SelfDiffusion
-from fastsd.testing import MaskOp, assert_close
+from fastsd.testing import MaskOp, assert_close, assert_graphed_as_eager
 
 
 def _problem(B=2, C=2, H=16, W=16, seed=0):
@@ -140,13 +140,7 @@ def test_graph_path_equals_eager_path_on_gpu(resample, monkeypatch):
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
                               torch.nn.Conv2d(8, 2, 3, padding=1))
     kw = dict(preset="mri", T=3, K=6, lr=1e-3, net=net, seed=0, resample_noise=resample)
-    eager = SelfDiffusion(use_graph=False, **kw).solve(y, op)
-    again = SelfDiffusion(use_graph=False, **kw).solve(y, op)
-    graphed = SelfDiffusion(use_graph=True, **kw).solve(y, op)
-    assert graphed.info["cuda_graph"] and not eager.info["cuda_graph"]
-    assert torch.equal(again.x, eager.x)  # the premise: eager is deterministic
-    assert_close("x", graphed.x, eager.x)
-    assert_close("loss history", torch.tensor(graphed.history["loss"]), torch.tensor(eager.history["loss"]))
+    assert_graphed_as_eager(SelfDiffusion, y, op, **kw)
 
 
 @pytest.mark.gpu
