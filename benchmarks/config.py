@@ -8,7 +8,8 @@ from benchmarks import cases
 
 # The frontier section's settings shared by CPU and CUDA runs (sizes differ, below).
 FRONTIER = dict(frontier_coils=8, frontier_seeds=3, frontier_tolerance_db=0.3, frontier_scan_schedule=None,
-                frontier_warm_fractions=[0.1, 0.2], frontier_log=None, frontier_k_scale=1.0)
+                frontier_warm_fractions=[0.1, 0.2], frontier_log=None, frontier_k_scale=1.0, frontier_fast=None,
+                frontier_levers=None)
 
 # Section 'paper': the paper's sizes and networks on CUDA (MRI: the bundled slice's native 256²; the
 # paper used fastMRI 320²); on CPU scaled images, the small U-Net, fewer steps and a narrower DIP.

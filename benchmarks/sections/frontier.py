@@ -19,7 +19,13 @@ Levers, each alone against the paper preset (T=40, K=50), then combined: T x K a
 smaller budgets, the plateau rule (``plateau``), the network (width, depth, normalisation), and
 the volume modes. The preset ``mri-fast`` is chosen on ``slice`` by a stated rule (the least work
 whose mean PSNR is within ``frontier_tolerance_db`` of the paper preset's) and reported on
-``other``. On CPU the rows run in ``frontier_workers`` processes of one thread each.
+``other``. The ``combined`` rows put the levers that gained together: mri-fast with the wider and
+the shallower network, and the warm scan with the wider network. On CPU the rows run in
+``frontier_workers`` processes of one thread each.
+
+``frontier_fast`` (``{"T": .., "K": ..}``) skips the choice (stage 1 runs only the paper preset and
+that schedule) and ``frontier_levers`` runs only the named stage-2 levers, so a later run can add
+rows beside a committed one with its baselines measured again.
 """
 from __future__ import annotations
 
@@ -75,7 +81,10 @@ def stage2_rows(fast: dict, cfg: dict) -> list[tuple]:
     levels = sorted({default} | {max(1, round(f * scan["T"])) for f in cfg["frontier_warm_fractions"]})
     rows += [("volume", "scan/warm" if n == default else f"scan/warm{n}", "scan",
               dict(scan, volume="warm", warm_levels=n)) for n in levels]
-    return rows
+    rows += [("combined", f"mri-fast+width{w * 2}+depth{d - 1}", "slice", dict(fast, width=w * 2, depth=d - 1)),
+             ("combined", f"scan/warm+width{w * 2}", "scan", dict(scan, volume="warm", warm_levels=default, width=w * 2))]
+    levers = cfg["frontier_levers"]
+    return [r for r in rows if levers is None or r[0] in levers or r[1] == "scan/independent"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +240,16 @@ def run(b) -> None:
             with open(log_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k != "cfg"}) + "\n")
 
+    given = cfg["frontier_fast"]
     rows1 = stage1_rows()
+    if given:  # the choice made by an earlier run: only its baselines
+        fast_name = f"T{given['T']}xK{given['K']}"
+        rows1 = [r for r in rows1 if r[1] in ("paper", fast_name)]
     runs = _run_rows(b, rows1, log)
     base1 = {name: "paper" for _, name, _, _ in rows1 if name != "paper"}
     sums = _summarise(b, runs, rows1, base1)
-    fast_name = choose_fast(sums, cfg["frontier_tolerance_db"])
+    if not given:
+        fast_name = choose_fast(sums, cfg["frontier_tolerance_db"])
     fast = dict(sums[fast_name]["opts"])
     b.log(f"frontier: mri-fast = {fast_name} {fast}")
     rows2 = stage2_rows(fast, cfg)
@@ -244,10 +258,10 @@ def run(b) -> None:
         return
     runs2 = _run_rows(b, rows2, log)
     base2 = {"other/mri-fast": "other/paper", **{n: "scan/independent" for _, n, p, _ in rows2 if p == "scan"},
-             **{n: fast_name for lv, n, _, _ in rows2 if lv == "network"}}
+             **{n: fast_name for lv, n, p, _ in rows2 if lv in ("network", "combined") and p == "slice"}}
     sums2 = _summarise(b, runs2, rows2, base2, known=sums)
     b.add("frontier", "frontier/mri-fast", dict(chosen=fast_name, size=cfg["frontier_size"], coils=cfg["frontier_coils"],
-                                                rule=f"least work within "
+                                                rule="given (frontier_fast)" if given else f"least work within "
                                                 f"{cfg['frontier_tolerance_db']} dB of paper on 'slice'", **fast),
           [0.0], chosen=fast_name, **{k: v for k, v in sums[fast_name].items() if k != "per_seed"},
           reported_other=sums2.get("other/mri-fast", {}).get("psnr_delta"))
@@ -267,7 +281,7 @@ def targets(results: list[dict]) -> dict:
     for r in results:
         p = r.get("params", {})
         scan = f"scan{p.get('slices')}-{p.get('size')}-{p.get('coils')}coil"
-        if r["name"].startswith("frontier/scan/") and "median_s" in r and "psnr_delta" in r:
+        if r["name"].startswith("frontier/scan/") and p.get("lever") == "volume" and "median_s" in r and "psnr_delta" in r:
             mode = r["name"].rsplit("/", 1)[1]
             if mode.startswith("warm"):
                 out[f"frontier_work_ratio[{scan}/{mode}]"] = target_entry(r.get("work_ratio"), 0.3, "<=")

@@ -282,11 +282,22 @@ def test_frontier_section(tmp_path, monkeypatch):
     assert recs[f"frontier/{fast['chosen']}"]["psnr_mean"] >= paper["psnr_mean"] - 0.3
     for mode in ("independent", "shared"):
         assert recs[f"frontier/scan/{mode}"]["params"]["slices"] == 3
-    warm = [r for n, r in recs.items() if n.startswith("frontier/scan/warm")]
+    warm = [r for n, r in recs.items() if n.startswith("frontier/scan/warm") and r["params"]["lever"] == "volume"]
     assert warm and all(r["work_ratio"] < 1 and math.isfinite(r["psnr_delta"]) for r in warm)
     assert recs["frontier/mri-fast+width4"]["step_gflop"] < recs["frontier/mri-fast+width16"]["step_gflop"]
+    both = recs["frontier/mri-fast+width16+depth3"]
+    assert both["params"]["lever"] == "combined" and math.isfinite(both["psnr_delta"])
+    assert recs["frontier/scan/warm+width16"]["work_ratio"] > recs["frontier/scan/warm"]["work_ratio"]
     frontier.figure(report, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
     targets = report["targets"]
     assert "frontier_work_ratio[mri-32-2coil/mri-fast]" in targets
     assert any(k.startswith("frontier_psnr_delta[scan3-32-2coil/warm") for k in targets)
+    assert not [k for k in targets if "+width" in k]  # combined rows are reported, not held to the volume targets
+    # a later run adding rows beside a committed one: the given schedule, its baselines, the named levers
+    again = harness.run_report(tmp_path / "again", "frontier", budget_s=3000, frontier_fast={"T": 10, "K": 100},
+                               frontier_levers=["combined"], **sets)
+    names = {r["name"] for r in again["results"]}
+    assert names == {"frontier/paper", "frontier/T10xK100", "frontier/scan/independent", "frontier/mri-fast",
+                     "frontier/mri-fast+width16+depth3", "frontier/scan/warm+width16"}
+    assert {r["name"]: r for r in again["results"]}["frontier/mri-fast"]["chosen"] == "T10xK100"
