@@ -108,6 +108,11 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
                      help="sdi: CPU-sized U-Net (width 8, 4 levels); the default on CPU")
     net.add_argument("--full", dest="small", action="store_false",
                      help="sdi: the paper's U-Net (88 M parameters in 2-D); the default on CUDA")
+    g.add_argument("--width", type=int, default=None,
+                   help="sdi: channels of the U-Net's first level (default: 8 with --small, 64 with --full; 3-D: 4 / "
+                        "32); twice the width is 4x the work per step (README 'Cost and quality')")
+    g.add_argument("--depth", type=int, default=None,
+                   help=f"sdi: levels of the U-Net, 1 to {MAX_DEPTH} (default: 4 with --small, 5 with --full; 3-D: 2 / 5)")
     g.add_argument("--resample-noise", action="store_true", help="sdi: fresh noise at every inner step (paper)")
     _only(g.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                          help="2-D sdi: network arithmetic; bf16 = autocast with float32 weights, loss and operator "
@@ -118,6 +123,8 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+MAX_DEPTH = 10  # the U-Net halves the image per level: 10 levels need sides of 2**11 and more
 
 SIZE_HELP = "2-D: N, the image size; 3-D: D H W, resample the volume"
 
@@ -233,6 +240,8 @@ def _check_ranges(args) -> None:
         v = getattr(args, name, None)
         if v is not None and not 1 <= v <= MAX_COUNT:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer of at most {MAX_COUNT:.0e}, got {v}")
+    if getattr(args, "depth", None) is not None and not 1 <= args.depth <= MAX_DEPTH:
+        raise UsageError(f"--depth must be an integer from 1 to {MAX_DEPTH}, got {args.depth}")
     if getattr(args, "T", None) and getattr(args, "K", None) and args.T * args.K > MAX_COUNT:
         raise UsageError(f"--T {args.T} x --K {args.K} = {args.T * args.K} steps exceeds the limit of {MAX_COUNT:.0e}")
     try:

@@ -154,7 +154,8 @@ def _solve(args, mode: str, y, op, truth, dev):
     T, K, lr = args.T, args.K, args.lr
     if args.command == "demo" and dev.type == "cpu":  # a CPU-sized run of the demo
         T, K, lr = T or CPU_DEMO["T"], K or CPU_DEMO["K"], lr or CPU_DEMO["lr"]
-    kw = dict(small=small, seed=args.seed, device=dev, T=T, K=K, lr=lr, resample_noise=args.resample_noise)
+    kw = dict(small=small, seed=args.seed, device=dev, T=T, K=K, lr=lr, resample_noise=args.resample_noise,
+              width=args.width, depth=args.depth)
     ref = None if truth is None else _magnitude(truth)
     if mode == "3d":
         solver = SelfDiffusion("mri3d", **kw)
@@ -200,7 +201,7 @@ def run(args) -> int:
             info = res.info
             metrics["runs"][name] = {k: info[k] for k in ("T", "K", "lr", "iterations", "runtime_s", "setup_s",
                                                           "it_per_s", "batch", "params_per_problem", "cuda_graph",
-                                                          "small")}
+                                                          "small", "width", "depth")}
             if dev.type == "cuda":
                 metrics["runs"][name]["max_memory_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
         for name, x in vols.items():

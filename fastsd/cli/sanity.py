@@ -67,9 +67,9 @@ def check_network_size(args, H: int, W: int, small: bool) -> None:
     naming the image and the ``--size`` that resizes it (the other methods take 8x8 and up)."""
     from fastsd.solvers.sdi import SelfDiffusion
 
-    need = SelfDiffusion(small=small).min_image_size(2)
+    need = SelfDiffusion(small=small, depth=args.depth).min_image_size(2)
     if args.method == "sdi" and min(H, W) < need:
-        net = "CPU-sized (--small)" if small else "paper's (--full)"
+        net = ("CPU-sized (--small)" if small else "paper's (--full)") + (f" {args.depth}-level" if args.depth else "")
         raise UsageError(f"the {H}x{W} image is smaller than the {net} U-Net's minimum of {need}x{need}: pass "
                          f"--size {need} (or more) to resize it, or use another --method")
 

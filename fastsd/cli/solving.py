@@ -48,6 +48,7 @@ def check_method_options(args) -> None:
             raise UsageError("--iterations does not apply to --method sdi (it runs T x K steps: use --T and --K)")
     else:
         given = {"--T": args.T is not None, "--K": args.K is not None, "--small/--full": args.small is not None,
+                 "--width": args.width is not None, "--depth": args.depth is not None,
                  "--preset": args.preset is not None, "--volume": args.volume is not None,
                  "--resample-noise": args.resample_noise, "--precision": args.precision != "fp32"}
         for flag, used in given.items():
@@ -103,7 +104,7 @@ def solver_kwargs(args, preset: str, device: torch.device) -> dict:
               resample_noise=args.resample_noise, precision=args.precision)
     if args.volume is not None:
         kw["volume"] = args.volume
-    for name in ("T", "K", "lr"):
+    for name in ("T", "K", "lr", "width", "depth"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     return kw

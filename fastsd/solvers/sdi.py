@@ -229,6 +229,8 @@ class SelfDiffusion:
                    resample_noise=self.resample_noise, no_noise=self.no_noise, update=self.update,
                    seed=self.seed, small=self.small, shared_net=self.shared_net, precision=self.precision,
                    norm=self.norm, volume=self.volume)
+        if self.net is None:  # the default U-Net's size, for the record
+            cfg["width"], cfg["depth"] = self._unet_size(3 if preset == "mri3d" else 2)
         if self.volume == "warm":
             cfg["warm_levels"] = min(int(cfg["T"]), self.warm_levels or default_warm_levels(int(cfg["T"])))
         return cfg

@@ -42,6 +42,20 @@ def test_demo_preset_reaches_the_solver(tmp_path):
                  "--small", "--K", "2"]) == 0
     m = _metrics(out)
     assert m["config"]["preset"] == "mri-fast" and m["config"]["T"] == 10 and m["iterations"] == 20
+    assert (m["config"]["width"], m["config"]["depth"]) == (8, 4)  # the CPU network, recorded
+
+
+def test_network_size_reaches_the_solver(tmp_path, capsys):
+    out = tmp_path / "net"
+    assert main(["demo", "--size", "48", "--acs", "6", "--width", "4", "--depth", "3", "--out", str(out)] + FAST) == 0
+    m = _metrics(out)
+    assert (m["config"]["width"], m["config"]["depth"]) == (4, 3) and np.isfinite(m["sdi"]["psnr"])
+    # the smallest image follows the depth: 16x16 is below the 4-level minimum, enough for 3 levels
+    src = _gray_npy(tmp_path / "g.npy")
+    argv = ["reconstruct", str(src), "--task", "inpaint", "--out", str(tmp_path / "o")] + FAST
+    assert _exit_code(argv + ["--depth", "4"]) == 2
+    assert "CPU-sized (--small) 4-level U-Net's minimum of 32x32" in capsys.readouterr().err
+    assert main(argv + ["--depth", "3", "--width", "2"]) == 0
 
 
 def test_reconstruct_mri_from_png_and_npy(tmp_path):
@@ -283,6 +297,11 @@ def test_reconstruct_projdiff_denoise_gets_noise_level_and_dir_summary(tmp_path,
     (["--precision", "fp16"], "invalid choice"),
     (["--method", "dip", "--preset", "mri-fast"], "--preset applies to --method sdi only"),
     (["--method", "dip", "--volume", "warm"], "--volume applies to --method sdi only"),
+    (["--method", "dip", "--width", "16"], "--width applies to --method sdi only"),
+    (["--method", "dip", "--depth", "3"], "--depth applies to --method sdi only"),
+    (["--width", "0"], "--width must be a positive integer"),
+    (["--depth", "0"], "--depth must be an integer from 1 to 10, got 0"),
+    (["--depth", "11"], "--depth must be an integer from 1 to 10, got 11"),
     (["--volume", "stacked"], "invalid choice"),
 ])
 def test_method_option_errors_exit_2(tmp_path, capsys, argv, match):

@@ -49,7 +49,7 @@ def test_reconstruct_volume_both_modes(tmp_path, capsys):
     np.save(tmp_path / "v.npy", _volume())
     out = tmp_path / "out"
     rc = main(["reconstruct", str(tmp_path / "v.npy"), "--task", "mri3d", "--coils", "4", "--acceleration", "3",
-               "--mode", "both", "--out", str(out), *[a for a in FAST if a != "--quiet"]])
+               "--mode", "both", "--width", "3", "--out", str(out), *[a for a in FAST if a != "--quiet"]])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "3-D SDI: level 1/1" in printed and "2-D SDI (slices): level 1/1" in printed and "PSNR" in printed
@@ -59,6 +59,7 @@ def test_reconstruct_volume_both_modes(tmp_path, capsys):
         assert set(m[name]) == {"psnr", "ssim", "nmse"} and np.isfinite(m[name]["psnr"])
         assert (out / f"{name}.nii.gz").is_file() and np.load(out / f"{name}.npy").shape == (8, 32, 32)
     assert m["runs"]["sdi3d"]["iterations"] == 2 and m["runs"]["sdi2d_slices"]["batch"] == 8
+    assert [(m["runs"][n]["width"], m["runs"][n]["depth"]) for n in ("sdi3d", "sdi2d_slices")] == [(3, 2), (3, 4)]
     assert (out / "slices.png").is_file() and (out / "truth.nii.gz").is_file()
     from fastsd.data3d import load_nifti
 
