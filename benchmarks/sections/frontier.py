@@ -83,7 +83,7 @@ def stage2_rows(fast: dict, cfg: dict) -> list[tuple]:
               dict(scan, volume="warm", warm_levels=n)) for n in levels]
     rows += [("combined", f"mri-fast+width{w * 2}+depth{d - 1}", "slice", dict(fast, width=w * 2, depth=d - 1)),
              ("combined", f"scan/warm+width{w * 2}", "scan", dict(scan, volume="warm", warm_levels=default, width=w * 2))]
-    levers = cfg["frontier_levers"]
+    levers = cfg["frontier_levers"]  # scan/independent stays: the baseline of every scan row
     return [r for r in rows if levers is None or r[0] in levers or r[1] == "scan/independent"]
 
 
@@ -240,16 +240,14 @@ def run(b) -> None:
             with open(log_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k != "cfg"}) + "\n")
 
-    given = cfg["frontier_fast"]
+    given = cfg["frontier_fast"]  # the choice made by an earlier run: stage 1 runs only its baselines
     rows1 = stage1_rows()
-    if given:  # the choice made by an earlier run: only its baselines
-        fast_name = f"T{given['T']}xK{given['K']}"
-        rows1 = [r for r in rows1 if r[1] in ("paper", fast_name)]
+    if given:
+        rows1 = [r for r in rows1 if r[1] in ("paper", f"T{given['T']}xK{given['K']}")]
     runs = _run_rows(b, rows1, log)
     base1 = {name: "paper" for _, name, _, _ in rows1 if name != "paper"}
     sums = _summarise(b, runs, rows1, base1)
-    if not given:
-        fast_name = choose_fast(sums, cfg["frontier_tolerance_db"])
+    fast_name = f"T{given['T']}xK{given['K']}" if given else choose_fast(sums, cfg["frontier_tolerance_db"])
     fast = dict(sums[fast_name]["opts"])
     b.log(f"frontier: mri-fast = {fast_name} {fast}")
     rows2 = stage2_rows(fast, cfg)

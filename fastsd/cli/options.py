@@ -21,8 +21,10 @@ __all__ = ["parse", "is_3d", "MAX_SIZE", "DEMO"]
 
 MAX_SIZE = 4096  # largest 2-D --size: a 4096^2 image already needs GBs per network activation
 
-DEMO = dict(coils=8, T=10, K=80, lr=1e-3)  # README "Demo": better than T 20 x K 40 on 3 seeds, same steps
+DEMO = dict(coils=8, T=10, K=80, lr=1e-3)
 """``fastsd demo`` defaults, chosen by measurement on a 2-core CPU (see README, "Demo")."""
+
+MAX_DEPTH = 10  # --depth: the U-Net halves the image per level, so 10 levels need sides of 2**11 and more
 
 DEFAULTS = {  # (command, 3-D) -> defaults of the options whose default depends on them
     ("demo", False): dict(size=256, acceleration=4.0, acs=20, mask="equispaced", dc=True, precision="fp32",
@@ -123,8 +125,6 @@ def _add_solver_options(p: argparse.ArgumentParser, methods: bool) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-
-MAX_DEPTH = 10  # the U-Net halves the image per level: 10 levels need sides of 2**11 and more
 
 SIZE_HELP = "2-D: N, the image size; 3-D: D H W, resample the volume"
 
