@@ -1,31 +1,18 @@
 """``A_dagger`` of the deepinv drop-in classes: by default deepinv's own (BlurFFT: the same
 absolute cut-off on |H|; Downsampling: deepinv's least-squares solver), with fastsd's relative
 threshold as an option, on noiseless and noisy measurements of a real image."""
-import warnings
-
 import pytest
 import torch
-
-try:
-    import deepinv as dinv
-except Exception as e:  # not installed, or a torchvision build that does not match torch
-    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
+from deepinv_cases import BOTH_PATHS, dinv, fi
 
 from fastsd.data import mri_slice
-from fastsd.interop import deepinv as fi
 from fastsd.ops.image import Blur
 from fastsd.testing import assert_close, rel_err
-
-warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
 
 SIZE = (1, 48, 64)  # (C, H, W): H != W
 
 
-@pytest.fixture(autouse=True, params=["fused", "direct"])
-def cpu_path(request, monkeypatch):
-    """Both CPU paths: the fused ops (what CUDA runs) and the direct path (the CPU default)."""
-    monkeypatch.setattr(fi._Fused, "cpu_path", request.param)
-    return request.param
+pytestmark = [pytest.mark.usefixtures("cpu_path"), BOTH_PATHS]  # every test on both CPU paths (conftest.py)
 
 
 def _image():

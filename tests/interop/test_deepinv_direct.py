@@ -1,28 +1,15 @@
 """The direct path of the deepinv drop-in classes on CPU (fastsd.interop.deepinv.direct): the
 default there, deepinv's computation in plain torch. Each op against deepinv's own class, float32
 and float64, batch 1 and 2; caches that follow buffer updates; what stays on the routed path."""
-import warnings
-
 import pytest
 import torch
+from deepinv_cases import _gen, dinv, fi
 
-try:
-    import deepinv as dinv
-except Exception as e:  # not installed, or a torchvision build that does not match torch
-    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
-
-from fastsd.interop import deepinv as fi
 from fastsd.ops.masks import equispaced_mask
 from fastsd.testing import assert_close
 
-warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
-
 H, W = 10, 14  # even (the MRI direct path folds the FFT shifts into a checkerboard), H != W
 IMG = (3, 12, 10)
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def _case(name):

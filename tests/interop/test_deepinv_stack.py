@@ -1,29 +1,16 @@
 """Stacked linear physics (``deepinv.physics.stack``, ``TensorList`` measurements) through
 ``to_fastsd`` and ``SDIReconstructor``, against deepinv's own stacked physics."""
-import warnings
-
 import pytest
 import torch
+from deepinv_cases import _gen, dinv, fi
 
-try:
-    import deepinv as dinv
-    from deepinv.utils import TensorList
-except Exception as e:  # not installed, or a torchvision build that does not match torch
-    pytest.skip(f"deepinv not usable: {type(e).__name__}: {e}", allow_module_level=True)
-
-from fastsd.interop import deepinv as fi
 from fastsd.interop.deepinv.stack import StackedOperator
 from fastsd.ops.masks import equispaced_mask
 from fastsd.testing import assert_adjoint, assert_close
 
-warnings.filterwarnings("ignore", category=UserWarning, module="deepinv")
-
 IMG = (1, 12, 10)  # (C, H, W): odd pairing, H != W
 SDI = dict(T=2, K=25, small=True, seed=0)
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+TensorList = dinv.utils.TensorList
 
 
 def _image_parts(cls, hw=IMG[1:]):
