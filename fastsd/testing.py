@@ -30,9 +30,9 @@ def rel_err(out, ref) -> float:
 
 def assert_close(name: str, got, want, *, dtype: torch.dtype | None = None, factor: float = 1) -> None:
     """Assert ``rel_err(got, want) <= factor * TOLERANCE[dtype]`` (``dtype``: that of ``got``, the
-    first tensor of a tuple; Python numbers count as float64), with equal shapes. A failure names the output ``name`` and gives the
-    relative and the largest absolute error and the first index that is off by more than the
-    tolerance times ``want``'s largest magnitude (or is NaN where ``want`` is not)."""
+    first tensor of a tuple; Python numbers count as float64), with equal shapes. A failure names the
+    output ``name`` and gives the relative and the largest absolute error and the first index that is
+    off by more than the tolerance times ``want``'s largest magnitude (or is NaN where ``want`` is not)."""
     got, want = _tensor(got), _tensor(want)
     first = got[0] if isinstance(got, tuple) else got
     dtype = first.dtype if dtype is None else dtype
